@@ -1,0 +1,364 @@
+"""The run configuration: one YAML file, validated on load.
+
+Relative paths in the file are resolved against the file's own folder, so a
+config and its sample data can be moved together. Errors name the key path
+(``channels[1].day_cut``) and what was expected.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ConfigError(Exception):
+    """The config file is missing, not YAML, or does not validate."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (expected an IANA name like Asia/Shanghai)")
+    return value
+
+
+# --------------------------------------------------------------------- transports
+class FolderTransport(_Model):
+    """Statement files that are already on disk (or a mounted share)."""
+
+    type: Literal["folder"] = "folder"
+    path: str = Field(description="file path or glob with {date:%Y%m%d}-style placeholders")
+
+
+class SftpTransport(_Model):
+    type: Literal["sftp"]
+    host: str
+    port: int = 22
+    username: str | None = None
+    remote_path: str
+    known_hosts: str | None = None
+    host_key_fingerprint: str | None = None
+    private_key: str | None = None
+    password_env: str | None = None
+    private_key_passphrase_env: str | None = None
+    airflow_conn_id: str | None = None
+    done_marker: str | None = None
+    checksum_suffix: str | None = None
+    connect_timeout: float = 15.0
+    transfer_timeout: float = 300.0
+    retries: int = 3
+
+
+class HttpTransport(_Model):
+    type: Literal["http"]
+    url: str
+    mode: Literal["direct", "bill_api"] = "direct"
+    auth: Literal["none", "token", "basic", "hmac", "rsa"] = "none"
+    token_env: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    secret_env: str | None = None
+    signer: str | None = None
+    airflow_conn_id: str | None = None
+    download_url_field: str = "download_url"
+    no_statement_codes: tuple[str, ...] = ("NO_STATEMENT_EXIST",)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    timeout: float = 60.0
+    retries: int = 3
+    archive: Literal["none", "gzip", "zip", "auto"] = "auto"
+    archive_member: str | None = None
+
+
+Transport = Annotated[FolderTransport | SftpTransport | HttpTransport, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------- channels
+class Statement(_Model):
+    """One statement file a channel publishes for each business day."""
+
+    kind: Literal["trade", "funds", "bank"]
+    format: str
+    source: Transport
+    optional: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Explanation(_Model):
+    """A known reason for a funds difference, recorded as explained, not open."""
+
+    name: str
+    type: Literal["long", "short"] | None = None
+    max_abs_difference: Decimal = Decimal("0.00")
+
+
+class Channel(_Model):
+    name: str
+    currency: str = "CNY"
+    timezone: str | None = None
+    day_cut: time = time(0, 0)
+    fee_rate: Decimal | None = None
+    amount_tolerance: Decimal = Decimal("0.00")
+    pending_days: int = 3
+    quarantine_policy: Literal["fail", "warn"] = "fail"
+    settlement_lag_days: int = 1
+    explanations: tuple[Explanation, ...] = ()
+    statements: tuple[Statement, ...]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+            raise ValueError("expected a lower-case identifier like 'wechat' or 'bank_icbc'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _check_zone(v)
+
+    @field_validator("currency")
+    @classmethod
+    def _ccy(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", v):
+            raise ValueError("expected an ISO 4217 code like CNY")
+        return v
+
+
+# --------------------------------------------------------------------- platform
+DEFAULT_QUERIES = {
+    "orders": (
+        "SELECT order_no, channel, channel_txn_id, merchant_id, amount, currency, status, paid_at "
+        "FROM payment_orders WHERE paid_at >= :start AND paid_at < :end"
+    ),
+    "refunds": (
+        "SELECT refund_no, order_no, channel, channel_refund_id, merchant_id, amount, currency, "
+        "status, refunded_at FROM refund_orders WHERE refunded_at >= :start AND refunded_at < :end"
+    ),
+    "expected_funds": (
+        "SELECT movement_id, channel, order_no, refund_no, direction, amount, currency, expected_at "
+        "FROM expected_fund_movements WHERE expected_at >= :start AND expected_at < :end"
+    ),
+}
+
+
+class InternalSource(_Model):
+    """The platform's own database, read with SQLAlchemy.
+
+    Each query takes ``:start`` and ``:end`` (the business day in the platform
+    time zone, as naive local timestamps) and must return the columns of the
+    default query it replaces.
+    """
+
+    url: str
+    url_env: str | None = None
+    queries: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_QUERIES))
+    chunk_rows: int = 200_000
+
+    @field_validator("queries")
+    @classmethod
+    def _queries(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = set(v) - set(DEFAULT_QUERIES)
+        if unknown:
+            raise ValueError(f"unknown query names {sorted(unknown)}; expected {sorted(DEFAULT_QUERIES)}")
+        return {**DEFAULT_QUERIES, **v}
+
+
+# --------------------------------------------------------------------- merchants
+class Merchant(_Model):
+    id: str
+    name: str
+    fee_rate: Decimal = Decimal("0")
+    fee_fixed: Decimal = Decimal("0.00")
+    fee_min: Decimal | None = None
+    fee_max: Decimal | None = None
+    fee_rounding: Literal["half_up", "half_even"] = "half_up"
+    refund_fee_policy: Literal["kept", "pro_rata"] = "kept"
+    cycle: str = "T+1"
+    min_payout: Decimal = Decimal("0.00")
+    reserve_rate: Decimal = Decimal("0")
+    reserve_days: int = 0
+    bank_account: str | None = None
+    bank_name: str | None = None
+    account_name: str | None = None
+
+    @field_validator("cycle")
+    @classmethod
+    def _cycle(cls, v: str) -> str:
+        if not re.fullmatch(r"[TD]\+\d{1,2}", v):
+            raise ValueError("expected T+N (business days) or D+N (natural days), e.g. T+1")
+        return v
+
+    @field_validator("fee_rate", "reserve_rate")
+    @classmethod
+    def _rate(cls, v: Decimal) -> Decimal:
+        if not Decimal("0") <= v < Decimal("1"):
+            raise ValueError("expected a rate between 0 and 1, e.g. 0.006 for 0.6%")
+        return v
+
+
+class Calendar(_Model):
+    country: Literal["CN", "none"] = "CN"
+    extra_holidays: tuple[date, ...] = ()
+    extra_workdays: tuple[date, ...] = ()
+
+
+class Payout(_Model):
+    layout: str = "generic_csv"
+    columns: tuple[str, ...] = ("merchant_id", "account_name", "bank_account", "bank_name",
+                                "currency", "amount", "memo")
+
+
+class Schedule(_Model):
+    cron: str = "30 10 * * *"
+    file_deadline_minutes: int = 180
+    poke_interval_seconds: int = 300
+    notify_email: str | None = None
+    notify_webhook: str | None = None
+
+
+# --------------------------------------------------------------------- root
+class Config(_Model):
+    warehouse: Path
+    output_dir: Path
+    landing_dir: Path
+    snapshot_dir: Path | None = None
+    timezone: str = "Asia/Shanghai"
+    duckdb_memory_limit: str = "4GB"
+    duckdb_threads: int | None = None
+    channels: tuple[Channel, ...]
+    internal_source: InternalSource
+    merchants: tuple[Merchant, ...] = ()
+    calendar: Calendar = Calendar()
+    payout: Payout = Payout()
+    schedule: Schedule = Schedule()
+    config_path: Path | None = None
+    config_sha256: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_zone(v)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Config":
+        names = [c.name for c in self.channels]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"channel names must be unique; repeated: {sorted(dup)}")
+        ids = [m.id for m in self.merchants]
+        dup = {n for n in ids if ids.count(n) > 1}
+        if dup:
+            raise ValueError(f"merchant ids must be unique; repeated: {sorted(dup)}")
+        return self
+
+    def channel(self, name: str) -> Channel:
+        for c in self.channels:
+            if c.name == name:
+                return c
+        raise ConfigError(f"no channel named {name!r} in the config (have: {[c.name for c in self.channels]})")
+
+    def channel_zone(self, channel: Channel) -> ZoneInfo:
+        return ZoneInfo(channel.timezone or self.timezone)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.snapshot_dir or self.output_dir / "snapshot"
+
+
+def _loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """Render a pydantic location as ``channels[wechat].day_cut``."""
+    out, node = "", raw
+    for part in loc:
+        if isinstance(part, int):
+            label = part
+            if isinstance(node, list) and part < len(node) and isinstance(node[part], dict):
+                label = node[part].get("name") or node[part].get("id") or part
+            out += f"[{label}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(part, str) and part in ("folder", "sftp", "http"):
+            continue  # discriminator tag of a union, not a key in the file
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    def fix(p: Any) -> Any:
+        if isinstance(p, str) and "://" not in p and not Path(p).is_absolute():
+            return str(base / p)
+        return p
+
+    raw = dict(raw)
+    for key in ("warehouse", "output_dir", "landing_dir", "snapshot_dir"):
+        if key in raw and raw[key] is not None:
+            raw[key] = fix(raw[key])
+    return raw
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a config file; raises :class:`ConfigError` with key paths."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    raw = _resolve_paths({**raw, **(overrides or {})}, path.resolve().parent)
+    raw["config_path"] = str(path.resolve())
+    raw["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict[str, Any], origin: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            lines.append(f"{_loc(err['loc'], raw)}: {msg}{shown}")
+        raise ConfigError(f"config {origin}: " + "; ".join(lines)) from None
+
+
+def expand_path(template: str, business_date: date, **extra: str) -> str:
+    """Fill ``{date:%Y%m%d}``, ``{yyyymmdd}``, ``{yymmdd}``, ``{channel}`` placeholders."""
+    values = {
+        "date": business_date,
+        "yyyymmdd": business_date.strftime("%Y%m%d"),
+        "yymmdd": business_date.strftime("%y%m%d"),
+        "yyyy_mm_dd": business_date.isoformat(),
+        **extra,
+    }
+    return template.format(**values)

@@ -1,0 +1,313 @@
+"""The DuckDB warehouse: connection, versioned schema, and day-scoped writes.
+
+The schema is a list of migrations; ``schema_version`` records which ones a
+file has. Opening an older file applies the missing ones in order, inside one
+transaction. Documented in ``docs/warehouse.md``; keep the two in step.
+
+Money columns are ``DECIMAL(18,2)`` (yuan / major units); fee rates
+``DECIMAL(12,8)``. Every canonical row keeps where it came from: ``file_id`` +
+``line_no`` for statement rows, ``source_table`` + ``source_key`` for platform
+rows.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+M = "DECIMAL(18,2)"
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "foundation", f"""
+CREATE TABLE runs (
+    run_id VARCHAR PRIMARY KEY,
+    business_date DATE NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    status VARCHAR NOT NULL,            -- running | succeeded | failed
+    stage VARCHAR,
+    message VARCHAR,
+    config_sha256 VARCHAR,
+    summary JSON
+);
+
+-- Every statement file ever loaded. file_id is the file's sha256.
+CREATE TABLE loaded_files (
+    file_id VARCHAR PRIMARY KEY,
+    channel VARCHAR NOT NULL,
+    business_date DATE NOT NULL,
+    kind VARCHAR NOT NULL,              -- trade | funds | bank
+    format VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    row_count BIGINT NOT NULL,
+    quarantined_count BIGINT NOT NULL,
+    gross_total {M},
+    fee_total {M},
+    net_total {M},
+    declared_rows BIGINT,
+    declared_amount {M},
+    footer_ok BOOLEAN,
+    footer_message VARCHAR,
+    period_start DATE,
+    period_end DATE,
+    status VARCHAR NOT NULL,            -- active | superseded
+    supersedes VARCHAR,
+    loaded_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR
+);
+
+-- The channel's transaction details (information flow).
+CREATE TABLE channel_transactions (
+    business_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    file_id VARCHAR NOT NULL,
+    line_no INTEGER NOT NULL,
+    txn_type VARCHAR NOT NULL,          -- payment | refund
+    channel_txn_id VARCHAR,
+    merchant_order_no VARCHAR,
+    channel_refund_id VARCHAR,
+    merchant_refund_no VARCHAR,
+    channel_merchant_id VARCHAR,
+    status VARCHAR NOT NULL,            -- success | refunded | revoked | closed | failed | processing
+    currency VARCHAR NOT NULL,
+    amount {M} NOT NULL,                -- positive; a refund's amount is the refunded amount
+    fee {M},
+    net {M},
+    txn_time TIMESTAMP,                 -- channel local time, as printed in the file
+    card_no_masked VARCHAR,
+    description VARCHAR
+);
+
+-- The channel's own account entries (funds flow), income and outgoing.
+CREATE TABLE channel_funds_movements (
+    business_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    file_id VARCHAR NOT NULL,
+    line_no INTEGER NOT NULL,
+    movement_id VARCHAR,
+    channel_txn_id VARCHAR,
+    reference VARCHAR,                  -- merchant order or refund number, when printed
+    direction VARCHAR NOT NULL,         -- in | out
+    amount {M} NOT NULL,                -- unsigned
+    currency VARCHAR NOT NULL,
+    booked_at TIMESTAMP,
+    biz_type VARCHAR,
+    memo VARCHAR
+);
+
+-- A bank account's statement lines: the lump-sum credits channels pay.
+CREATE TABLE bank_statement_lines (
+    business_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,           -- the config channel the statement is declared under
+    file_id VARCHAR NOT NULL,
+    line_no INTEGER NOT NULL,
+    value_date DATE,
+    counterparty VARCHAR,
+    payer_channel VARCHAR,              -- which payment channel the credit is from, when known
+    reference VARCHAR,
+    direction VARCHAR NOT NULL,         -- in | out
+    amount {M} NOT NULL,
+    currency VARCHAR NOT NULL,
+    memo VARCHAR
+);
+
+-- The platform's own records for the business date (payments and refunds).
+CREATE TABLE platform_orders (
+    business_date DATE NOT NULL,
+    source_table VARCHAR NOT NULL,
+    source_key VARCHAR NOT NULL,
+    order_type VARCHAR NOT NULL,        -- payment | refund
+    order_no VARCHAR NOT NULL,
+    refund_no VARCHAR,
+    channel VARCHAR NOT NULL,
+    channel_txn_id VARCHAR,
+    merchant_id VARCHAR,
+    amount {M} NOT NULL,
+    currency VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,            -- success | pending | failed | closed
+    event_time TIMESTAMP NOT NULL       -- platform local time of payment / refund
+);
+
+-- What the platform expects to move through each channel's account.
+CREATE TABLE platform_expected_funds (
+    business_date DATE NOT NULL,
+    source_table VARCHAR NOT NULL,
+    source_key VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,
+    order_no VARCHAR,
+    refund_no VARCHAR,
+    direction VARCHAR NOT NULL,         -- in | out
+    amount {M} NOT NULL,
+    currency VARCHAR NOT NULL,
+    expected_at TIMESTAMP
+);
+
+-- Rows that could not be loaded, with the reason. Nothing is dropped silently.
+CREATE TABLE quarantine (
+    business_date DATE,
+    channel VARCHAR,
+    file_id VARCHAR,
+    path VARCHAR NOT NULL,
+    line_no INTEGER,
+    field VARCHAR,
+    reason VARCHAR NOT NULL,
+    raw_text VARCHAR,
+    quarantined_at TIMESTAMPTZ NOT NULL
+);
+
+-- Pairs that matched in the information flow (the input of settlement).
+CREATE TABLE matched_transactions (
+    business_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    match_key VARCHAR NOT NULL,
+    txn_type VARCHAR NOT NULL,          -- payment | refund
+    order_no VARCHAR NOT NULL,
+    refund_no VARCHAR,
+    merchant_id VARCHAR,
+    amount {M} NOT NULL,
+    currency VARCHAR NOT NULL,
+    channel_fee {M},
+    event_time TIMESTAMP,
+    platform_source VARCHAR,
+    channel_source VARCHAR
+);
+
+-- Breaks. One row per break; the id is stable across reruns and days.
+CREATE TABLE discrepancies (
+    discrepancy_id VARCHAR PRIMARY KEY,
+    business_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    flow VARCHAR NOT NULL,              -- information | funds
+    type VARCHAR NOT NULL,
+    match_key VARCHAR NOT NULL,
+    platform_amount {M},
+    channel_amount {M},
+    difference {M},                     -- channel - platform, signed
+    currency VARCHAR,
+    status VARCHAR NOT NULL,            -- open | pending | auto_resolved | resolved
+    first_seen_date DATE NOT NULL,
+    last_seen_date DATE NOT NULL,
+    resolved_date DATE,
+    resolution_note VARCHAR,
+    platform_source VARCHAR,            -- source_table:source_key
+    channel_source VARCHAR,             -- file path:line
+    detail VARCHAR,
+    merchant_id VARCHAR,
+    order_no VARCHAR
+);
+
+CREATE TABLE settlement_batches (
+    batch_id VARCHAR PRIMARY KEY,
+    settlement_date DATE NOT NULL,
+    status VARCHAR NOT NULL,            -- draft | confirmed
+    created_at TIMESTAMPTZ NOT NULL,
+    confirmed_at TIMESTAMPTZ,
+    confirmed_by VARCHAR
+);
+
+CREATE TABLE settlement_lines (
+    batch_id VARCHAR NOT NULL,
+    merchant_id VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    trade_count INTEGER NOT NULL,
+    gross {M} NOT NULL,
+    refunds {M} NOT NULL,
+    fees {M} NOT NULL,
+    adjustments {M} NOT NULL,
+    net {M} NOT NULL,
+    payout {M} NOT NULL,
+    carried_forward {M} NOT NULL,
+    PRIMARY KEY (batch_id, merchant_id, currency)
+);
+
+CREATE TABLE settlement_items (
+    batch_id VARCHAR NOT NULL,
+    merchant_id VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    txn_type VARCHAR NOT NULL,
+    order_no VARCHAR NOT NULL,
+    refund_no VARCHAR,
+    amount {M} NOT NULL,
+    fee {M} NOT NULL,
+    net {M} NOT NULL
+);
+"""),
+]
+
+SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
+
+
+class WarehouseError(Exception):
+    pass
+
+
+def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | None = None,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, creating or migrating its schema unless read-only."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise WarehouseError(f"warehouse {path} does not exist yet: run `recon run` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise WarehouseError(f"cannot open warehouse {path}: {exc}") from None
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if not read_only:
+        migrate(con)
+    return con
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply missing migrations in one transaction; returns the version reached."""
+    have = current_version(con)
+    if have > SCHEMA_VERSION:
+        raise WarehouseError(
+            f"warehouse schema version {have} is newer than this code ({SCHEMA_VERSION}): upgrade payrecon"
+        )
+    if have == SCHEMA_VERSION:
+        return have
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ DEFAULT now())"
+        )
+        for version, name, sql in MIGRATIONS:
+            if version > have:
+                con.execute(sql)
+                con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing: commit on success, roll back on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
