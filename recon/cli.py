@@ -1,0 +1,40 @@
+"""``recon``: the command line. Each sub-command lives in its own module under ``recon.commands``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from recon.errors import UserError
+
+COMMAND_MODULES = [
+    "recon.commands.run",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recon", description="Payment reconciliation and settlement")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from loaders.base import FileError
+    from recon.config import ConfigError
+    from recon.warehouse import WarehouseError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError, FileError, WarehouseError) as exc:
+        print(f"recon {args.command}: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1) or 1
+    except KeyboardInterrupt:
+        print("recon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
