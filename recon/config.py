@@ -317,6 +317,19 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("warehouse", "output_dir", "landing_dir", "snapshot_dir"):
         if key in raw and raw[key] is not None:
             raw[key] = fix(raw[key])
+    for channel in raw.get("channels") or []:
+        for st in (channel.get("statements") if isinstance(channel, dict) else None) or []:
+            src = st.get("source") if isinstance(st, dict) else None
+            if isinstance(src, dict) and src.get("type", "folder") == "folder" and "path" in src:
+                st["source"] = {**src, "path": fix(src["path"])}
+            for key in ("known_hosts", "private_key", "ca_bundle"):
+                if isinstance(src, dict) and src.get(key):
+                    st["source"] = {**st["source"], key: fix(src[key])}
+    src = raw.get("internal_source")
+    if isinstance(src, dict) and isinstance(src.get("url"), str) and src["url"].startswith("sqlite:///"):
+        db = src["url"][len("sqlite:///"):]
+        if db and db != ":memory:" and not Path(db).is_absolute():
+            raw["internal_source"] = {**src, "url": "sqlite:///" + str((base / db).resolve())}
     return raw
 
 

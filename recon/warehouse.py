@@ -311,3 +311,14 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+@contextmanager
+def arrow_view(con: duckdb.DuckDBPyConnection, name: str, table) -> Iterator[str]:
+    """Expose an Arrow table (or record batch reader) to SQL as ``name`` for the block's duration."""
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        con.execute("SELECT 1").fetchall()   # finish any pending result before unregistering
+        con.unregister(name)

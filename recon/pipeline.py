@@ -1,0 +1,240 @@
+"""The nightly run for one business date, stage by stage.
+
+    fetch  -> land every statement file (content-addressed, idempotent)
+    load   -> parse, check totals and period, load statements and platform records
+    match  -> information flow and funds flow breaks
+    settle -> the T+N settlement batch of the merchants
+    report -> the Excel workbooks, payout files and the analyst snapshot
+
+``load``, ``match`` and ``settle`` write the warehouse in ONE transaction: a
+run that fails leaves the warehouse exactly as it was (only the ``runs``
+audit row and the quarantined rows of the failed file are kept, so the
+failure can be investigated). The CLI and the Airflow DAG call the same
+functions: ``fetch_day``, ``process_day``, ``report_day``, ``run_day``.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+
+from loaders.base import ParsedFile
+from loaders.fetch import FetchedFile, NotYetAvailable, fetch_statement
+from loaders.fetch.landing import Landing
+from loaders.internal import load_platform
+from loaders.load import LoadResult, load_file, parse_fetched
+from recon.config import Config
+from recon.errors import UserError
+from recon.matching import reconcile_day
+from recon.warehouse import connect, transaction
+
+Progress = Callable[[str, str], None]
+
+
+def _quiet(stage: str, message: str) -> None:
+    pass
+
+
+class StatementMissing(UserError):
+    """A required statement is not published (yet)."""
+
+    exit_code = 75  # EX_TEMPFAIL: a scheduler may try again
+
+
+@dataclass
+class DayResult:
+    business_date: date
+    run_id: str
+    files: list[LoadResult] = field(default_factory=list)
+    platform_rows: dict[str, int] = field(default_factory=dict)
+    matched: int = 0
+    breaks: dict[str, int] = field(default_factory=dict)
+    settlement: dict = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def open_warehouse(cfg: Config, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    return connect(cfg.warehouse, read_only=read_only, memory_limit=cfg.duckdb_memory_limit,
+                   threads=cfg.duckdb_threads)
+
+
+# ----------------------------------------------------------------------------- fetch
+def fetch_day(cfg: Config, business_date: date, channels: list[str] | None = None,
+              progress: Progress = _quiet) -> list[FetchedFile]:
+    """Land every configured statement of the day. Missing required files raise StatementMissing."""
+    landed, missing = [], []
+    for channel in cfg.channels:
+        if channels and channel.name not in channels:
+            continue
+        for st in channel.statements:
+            try:
+                files = fetch_statement(cfg, channel, st, business_date)
+            except NotYetAvailable as exc:
+                if st.optional:
+                    progress("fetch", f"{channel.name} {st.kind}: none (optional): {exc}")
+                    continue
+                missing.append(f"{channel.name} {st.kind} ({st.format}): {exc}")
+                continue
+            for f in files:
+                note = " (restatement)" if f.restatement else ""
+                progress("fetch", f"{channel.name} {st.kind}: {f.original_name} sha256 {f.sha256[:12]}{note}")
+            if not files:
+                progress("fetch", f"{channel.name} {st.kind}: the channel has no statement for this day")
+            landed.extend(files)
+    if missing:
+        raise StatementMissing("statement not available: " + "; ".join(missing))
+    return landed
+
+
+def landed_files(cfg: Config, business_date: date) -> list[FetchedFile]:
+    """The newest landed file of each statement of the day (what `process_day` loads)."""
+    landing, latest = Landing(cfg.landing_dir), {}
+    for e in landing.entries(business_date=business_date):
+        latest[(e["channel"], e["kind"], e["format"], e["original_name"])] = e
+    out = []
+    for e in latest.values():
+        digest = e["sha256"]
+        path = Path(cfg.landing_dir) / "objects" / digest[:2] / digest / e["original_name"]
+        out.append(FetchedFile(e["channel"], business_date, e["kind"], e["format"], path, e["original_name"],
+                               e["source"], e["size_bytes"], digest, datetime.fromisoformat(e["fetched_at"])))
+    return sorted(out, key=lambda f: (f.channel, f.kind, f.original_name))
+
+
+# ----------------------------------------------------------------------------- load + match + settle
+def _record_run(con, run_id: str, d: date, cfg: Config, status: str, stage: str | None = None,
+                message: str | None = None, summary: dict | None = None) -> None:
+    now = datetime.now(timezone.utc)
+    if status == "running":
+        con.execute("INSERT INTO runs VALUES (?, ?, ?, NULL, 'running', ?, NULL, ?, NULL)",
+                    [run_id, d, now, stage, cfg.config_sha256])
+    else:
+        con.execute("UPDATE runs SET finished_at = ?, status = ?, stage = ?, message = ?, summary = ? "
+                    "WHERE run_id = ?", [now, status, stage, message,
+                                         json.dumps(summary, default=str) if summary else None, run_id])
+
+
+def _keep_quarantine(con, parsed: list[tuple[FetchedFile, ParsedFile]], d: date) -> None:
+    """After a rollback, keep what could not be loaded: nothing is lost without a trace."""
+    now = datetime.now(timezone.utc)
+    rows = [[d, f.channel, f.sha256, str(f.path), q.line_no, q.field, q.reason, q.raw_text, now]
+            for f, p in parsed for q in p.quarantine]
+    if rows:
+        with transaction(con):
+            con.execute("DELETE FROM quarantine WHERE business_date = ? AND file_id IN (SELECT unnest(?))",
+                        [d, sorted({r[2] for r in rows})])
+            con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | None = None,
+                progress: Progress = _quiet, con: duckdb.DuckDBPyConnection | None = None) -> DayResult:
+    """Load, reconcile and settle one day in one warehouse transaction."""
+    from settlement.engine import settle_day
+
+    files = landed_files(cfg, business_date) if files is None else files
+    result = DayResult(business_date, uuid.uuid4().hex[:12])
+    own = con is None
+    con = con or open_warehouse(cfg)
+    parsed: list[tuple[FetchedFile, ParsedFile]] = []
+    stage = "load"
+    try:
+        _record_run(con, result.run_id, business_date, cfg, "running", stage)
+        t0 = time.perf_counter()
+        for f in files:
+            st = next(s for s in cfg.channel(f.channel).statements if s.kind == f.kind and s.format == f.format)
+            parsed.append((f, parse_fetched(f, {"currency": cfg.channel(f.channel).currency, **st.options})))
+        with transaction(con):
+            for f, p in parsed:
+                res = load_file(con, f, p, business_date, cfg.channel(f.channel).quarantine_policy, result.run_id)
+                result.files.append(res)
+                state = "unchanged, already loaded" if res.skipped else (
+                    f"restated (replaces {res.restated[:12]})" if res.restated else "loaded")
+                progress("load", f"{f.channel} {f.kind}: {res.rows} rows, {res.quarantined} quarantined, "
+                                 f"footer {'ok' if res.footer_ok else res.footer_ok}; {state}")
+            result.platform_rows = load_platform(con, cfg, business_date)
+            progress("load", "platform: " + ", ".join(f"{v} {k}" for k, v in result.platform_rows.items()))
+            result.seconds["load"] = time.perf_counter() - t0
+            stage, t0 = "match", time.perf_counter()
+            recon = reconcile_day(con, cfg, business_date)
+            result.matched, result.breaks = recon.matched, recon.by_type
+            progress("match", f"{recon.matched} matched, {sum(recon.by_type.values())} breaks "
+                              + ", ".join(f"{k} {v}" for k, v in recon.by_type.items()))
+            result.seconds["match"] = time.perf_counter() - t0
+            stage, t0 = "settle", time.perf_counter()
+            summary = settle_day(con, cfg, business_date)
+            result.settlement = asdict(summary) if hasattr(summary, "__dataclass_fields__") else dict(summary)
+            progress("settle", str(summary))
+            result.seconds["settle"] = time.perf_counter() - t0
+        _record_run(con, result.run_id, business_date, cfg, "succeeded", "settle", None, _summary(result))
+        return result
+    except BaseException as exc:
+        try:
+            _keep_quarantine(con, parsed, business_date)
+            _record_run(con, result.run_id, business_date, cfg, "failed", stage, str(exc)[:2000])
+        except Exception:
+            pass
+        raise
+    finally:
+        if own:
+            con.close()
+
+
+def _summary(result: DayResult) -> dict:
+    return {"files": len(result.files), "rows": sum(f.rows for f in result.files),
+            "quarantined": sum(f.quarantined for f in result.files), "matched": result.matched,
+            "breaks": result.breaks, "settlement": result.settlement, "platform": result.platform_rows}
+
+
+# ----------------------------------------------------------------------------- report
+def report_day(cfg: Config, business_date: date, con: duckdb.DuckDBPyConnection | None = None,
+               progress: Progress = _quiet, publish: bool = True) -> dict[str, str]:
+    """Workbooks, payout files and the analyst snapshot, from the warehouse alone."""
+    from reports.excel import write_discrepancy_report, write_settlement_report
+    from reports.snapshot import publish_snapshot
+    from settlement.engine import write_payout_files
+
+    own = con is None
+    con = con or open_warehouse(cfg)
+    try:
+        out_dir = Path(cfg.output_dir) / "reports" / business_date.isoformat()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs = {"discrepancy_report": str(write_discrepancy_report(con, cfg, business_date, out_dir))}
+        progress("report", f"discrepancy report {outputs['discrepancy_report']}")
+        batches = con.execute("SELECT DISTINCT batch_id FROM settlement_items WHERE trade_date = ? ORDER BY 1",
+                              [business_date]).fetchall()
+        for (batch_id,) in batches:
+            outputs[f"settlement_report:{batch_id}"] = str(write_settlement_report(con, cfg, batch_id, out_dir))
+            for p in write_payout_files(con, cfg, batch_id, out_dir):
+                outputs[f"payout:{p.name}"] = str(p)
+            progress("report", f"settlement batch {batch_id}: workbook and payout files in {out_dir}")
+        if publish:
+            outputs["snapshot"] = str(publish_snapshot(cfg, business_date, con=con))
+            progress("report", f"analyst snapshot {outputs['snapshot']}")
+        return outputs
+    finally:
+        if own:
+            con.close()
+
+
+def run_day(cfg: Config, business_date: date, progress: Progress = _quiet) -> DayResult:
+    """Every stage for one business date: what `recon run` does."""
+    t0 = time.perf_counter()
+    files = fetch_day(cfg, business_date, progress=progress)
+    fetch_s = time.perf_counter() - t0
+    con = open_warehouse(cfg)
+    try:
+        result = process_day(cfg, business_date, files, progress, con=con)
+        result.seconds["fetch"] = fetch_s
+        t0 = time.perf_counter()
+        result.outputs = report_day(cfg, business_date, con=con, progress=progress)
+        result.seconds["report"] = time.perf_counter() - t0
+    finally:
+        con.close()
+    return result
+
