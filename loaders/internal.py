@@ -69,10 +69,13 @@ def _ts_array(values: list) -> pa.Array:
 
 def _read(engine: sa.Engine, name: str, sql: str, start: datetime, end: datetime, chunk: int):
     """Yield lists of row mappings, chunk by chunk."""
+    params: dict = {"start": start, "end": end}
+    if engine.dialect.name == "sqlite":
+        # SQLite keeps times as text; bind text of the same shape so '… 00:00:00' < end compares right.
+        params = {k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in params.items()}
     try:
         with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True).execute(
-                sa.text(sql), {"start": start, "end": end})
+            result = conn.execution_options(stream_results=True).execute(sa.text(sql), params)
             while True:
                 rows = result.mappings().fetchmany(chunk)
                 if not rows:

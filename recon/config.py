@@ -220,12 +220,16 @@ class Calendar(_Model):
     country: Literal["CN", "none"] = "CN"
     extra_holidays: tuple[date, ...] = ()
     extra_workdays: tuple[date, ...] = ()
+    # CN only: what to do for a year the installed chinesecalendar does not know yet.
+    # "error" stops settlement with a clear message; "weekends" treats Mon-Fri as business days.
+    beyond_known_years: Literal["error", "weekends"] = "error"
 
 
 class Payout(_Model):
-    layout: str = "generic_csv"
+    layout: str = "generic_csv"         # generic_csv (uses `columns`) | cn_bank_batch
     columns: tuple[str, ...] = ("merchant_id", "account_name", "bank_account", "bank_name",
                                 "currency", "amount", "memo")
+    encoding: str = "utf-8"             # e.g. gbk for banks that want it
 
 
 class Schedule(_Model):
@@ -296,7 +300,7 @@ def _loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
         if isinstance(part, int):
             label = part
             if isinstance(node, list) and part < len(node) and isinstance(node[part], dict):
-                label = node[part].get("name") or node[part].get("id") or part
+                label = node[part].get("id") or node[part].get("name") or part
             out += f"[{label}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
         elif isinstance(part, str) and part in ("folder", "sftp", "http"):

@@ -1,0 +1,127 @@
+"""The foundation end to end on the bundled demo day: exact breaks, exact settlement, idempotent, atomic."""
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from recon import cli
+from recon.pipeline import process_day, run_day
+from recon.warehouse import connect
+from tests.conftest import DEMO_DATE
+
+# (flow, type, channel, match_key, platform_amount, channel_amount, difference) — see sample_files/README.md
+EXPECTED_BREAKS = {
+    ("information", "missing_in_channel", "wechat", "payment:P003", D("50.00"), None, D("-50.00")),
+    ("information", "missing_in_platform", "alipay", "payment:A900", None, D("10.00"), D("10.00")),
+    ("information", "status_mismatch", "wechat", "payment:P004", D("80.00"), D("80.00"), D("0.00")),
+    ("information", "amount_mismatch", "wechat", "payment:P005", D("120.00"), D("121.00"), D("1.00")),
+    ("information", "fee_mismatch", "wechat", "payment:P006", D("1.80"), D("2.00"), D("0.20")),
+    ("information", "currency_mismatch", "wechat", "payment:P007", D("60.00"), D("60.00"), D("0.00")),
+    ("information", "duplicate", "wechat", "payment:P008#2", None, D("40.00"), D("40.00")),
+    ("funds", "long", "wechat", "P004", None, D("80.00"), D("80.00")),
+    ("funds", "long", "wechat", "P005", D("120.00"), D("121.00"), D("1.00")),
+    ("funds", "short", "wechat", "P003", D("50.00"), None, D("-50.00")),
+    ("funds", "short", "wechat", "P006", D("300.00"), D("299.00"), D("-1.00")),
+}
+
+# merchant -> (gross, refunds, fees, net) for settlement date 2026-06-08 (Friday's trades pay on Monday)
+EXPECTED_SETTLEMENT = {
+    "M001": (D("899.90"), D("70.00"), D("5.40"), D("824.50")),
+    "M002": (D("290.00"), D("0.00"), D("2.90"), D("287.10")),
+}
+
+
+def breaks(con):
+    return set(con.execute(
+        "SELECT flow, type, channel, match_key, platform_amount, channel_amount, difference FROM discrepancies"
+    ).fetchall())
+
+
+def settlement(con):
+    rows = con.execute(
+        "SELECT l.merchant_id, l.gross, l.refunds, l.fees, l.net FROM settlement_lines l "
+        "JOIN settlement_batches b USING (batch_id) WHERE b.settlement_date = DATE '2026-06-08' ORDER BY 1"
+    ).fetchall()
+    return {m: (g, r, f, n) for m, g, r, f, n in rows}
+
+
+def test_demo_day_finds_exactly_the_seeded_breaks_and_settles_to_the_fen(demo_cfg):
+    result = run_day(demo_cfg, DEMO_DATE)
+    assert result.matched == 8
+    con = connect(demo_cfg.warehouse, read_only=True)
+    assert breaks(con) == EXPECTED_BREAKS
+    assert con.execute("SELECT DISTINCT status FROM discrepancies").fetchall() == [("open",)]
+    assert settlement(con) == EXPECTED_SETTLEMENT
+    files = con.execute("SELECT channel, kind, row_count, footer_ok FROM loaded_files ORDER BY 1, 2").fetchall()
+    assert files == [("alipay", "trade", 5, True), ("wechat", "funds", 8, True), ("wechat", "trade", 9, True)]
+    con.close()
+    report = result.outputs["discrepancy_report"]
+    assert report.endswith("recon_report_2026-06-05.xlsx")
+
+
+def test_running_the_same_day_twice_changes_nothing(demo_cfg):
+    run_day(demo_cfg, DEMO_DATE)
+    con = connect(demo_cfg.warehouse, read_only=True)
+    first = (breaks(con), settlement(con),
+             con.execute("SELECT discrepancy_id FROM discrepancies ORDER BY 1").fetchall(),
+             con.execute("SELECT count(*) FROM channel_transactions").fetchall(),
+             con.execute("SELECT count(*) FROM settlement_items").fetchall())
+    con.close()
+    run_day(demo_cfg, DEMO_DATE)
+    con = connect(demo_cfg.warehouse, read_only=True)
+    second = (breaks(con), settlement(con),
+              con.execute("SELECT discrepancy_id FROM discrepancies ORDER BY 1").fetchall(),
+              con.execute("SELECT count(*) FROM channel_transactions").fetchall(),
+              con.execute("SELECT count(*) FROM settlement_items").fetchall())
+    assert first == second
+    assert con.execute("SELECT count(*), count(DISTINCT status) FROM runs").fetchall() == [(2, 1)]
+    con.close()
+
+
+TABLES = ("loaded_files", "channel_transactions", "channel_funds_movements", "platform_orders",
+          "platform_expected_funds", "matched_transactions", "discrepancies", "settlement_lines", "settlement_items")
+
+
+def snapshot(con):
+    return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
+
+
+@pytest.mark.parametrize("fail_in", ["settlement.engine.settle_day", "recon.pipeline.reconcile_day"])
+def test_a_run_that_fails_halfway_leaves_the_warehouse_as_it_was(demo_cfg, monkeypatch, fail_in):
+    run_day(demo_cfg, DEMO_DATE)
+    con = connect(demo_cfg.warehouse)
+    before = snapshot(con)
+    con.execute("DELETE FROM matched_transactions")      # make the rerun's writes visible if they leaked
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    module, name = fail_in.rsplit(".", 1)
+    monkeypatch.setattr(f"{module}.{name}", boom)
+    expected = snapshot(con)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        process_day(demo_cfg, DEMO_DATE, con=con)
+    assert snapshot(con) == expected
+    assert expected != before
+    status = con.execute("SELECT status, message FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+    assert status == [("failed", "injected failure")]
+    con.close()
+
+
+def test_cli_demo_runs_everything_and_prints_where_the_outputs_are(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert f"Excel report:  {tmp_path / 'demo' / 'reports' / '2026-06-05' / 'recon_report_2026-06-05.xlsx'}" in out
+    assert f"DuckDB file:   {tmp_path / 'demo' / 'warehouse.duckdb'}" in out
+    assert "missing_in_channel 1" in out and "short 2" in out
+    assert (tmp_path / "demo" / "reports" / "2026-06-05" / "recon_report_2026-06-05.xlsx").exists()
+
+
+def test_cli_run_fails_with_one_clear_line_when_a_statement_is_missing(tmp_path, capsys):
+    from tests.conftest import demo_config
+    cfg = demo_config(tmp_path)
+    code = cli.main(["run", "--config", str(cfg.config_path), "--date", "2026-06-07"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 75
+    assert len(err) == 1 and err[0].startswith("recon run: error: statement not available: wechat trade")

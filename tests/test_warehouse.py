@@ -1,0 +1,51 @@
+"""The warehouse schema is created, versioned and migrated by the code."""
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from recon import warehouse
+from recon.warehouse import SCHEMA_VERSION, WarehouseError, connect, current_version
+
+
+def test_a_new_file_gets_every_table_and_the_current_version(tmp_path):
+    con = connect(tmp_path / "w.duckdb")
+    assert current_version(con) == SCHEMA_VERSION
+    tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    for t in ("runs", "loaded_files", "channel_transactions", "channel_funds_movements", "bank_statement_lines",
+              "platform_orders", "platform_expected_funds", "quarantine", "discrepancies", "matched_transactions",
+              "settlement_batches", "settlement_lines", "settlement_items", "schema_version"):
+        assert t in tables
+    money = con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'discrepancies' "
+                        "AND column_name = 'difference'").fetchall()
+    assert money == [("DECIMAL(18,2)",)]
+
+
+def test_an_older_file_is_migrated_in_order_keeping_its_data(tmp_path, monkeypatch):
+    path = tmp_path / "old.duckdb"
+    monkeypatch.setattr(warehouse, "MIGRATIONS", warehouse.MIGRATIONS[:1])
+    monkeypatch.setattr(warehouse, "SCHEMA_VERSION", 1)
+    con = connect(path)
+    con.execute("INSERT INTO runs (run_id, business_date, started_at, status) VALUES ('r1', DATE '2026-06-05', now(), 'succeeded')")
+    con.close()
+    monkeypatch.undo()
+    con = connect(path)
+    assert current_version(con) == SCHEMA_VERSION
+    assert con.execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
+    versions = [v for (v,) in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()]
+    assert versions == sorted(v for v, _, _ in warehouse.MIGRATIONS)
+
+
+def test_a_file_from_newer_code_is_refused(tmp_path):
+    path = tmp_path / "new.duckdb"
+    connect(path).close()
+    raw = duckdb.connect(str(path))
+    raw.execute("INSERT INTO schema_version (version, name) VALUES (999, 'future')")
+    raw.close()
+    with pytest.raises(WarehouseError, match="newer than this code"):
+        connect(path)
+
+
+def test_read_only_open_of_a_missing_warehouse_says_what_to_do(tmp_path):
+    with pytest.raises(WarehouseError, match="run `recon run` first"):
+        connect(tmp_path / "none.duckdb", read_only=True)
