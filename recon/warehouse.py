@@ -237,6 +237,52 @@ CREATE TABLE settlement_items (
     net {M} NOT NULL
 );
 """),
+    (2, "settlement", f"""
+-- Settlement (issue 6). Documented in docs/warehouse.md#settlement and docs/settlement.md.
+ALTER TABLE settlement_batches ADD COLUMN updated_at TIMESTAMPTZ;
+
+-- item_kind: transaction (a matched payment/refund, settled once) | adjustment (a late correction
+-- of a transaction already in a confirmed batch: amount/fee/net are the signed deltas).
+-- run_date: the settle_day business date that wrote the item (reruns of that date replace it
+-- while its batch is a draft). amount is positive for transactions; net is signed.
+ALTER TABLE settlement_items ADD COLUMN item_kind VARCHAR DEFAULT 'transaction';
+ALTER TABLE settlement_items ADD COLUMN run_date DATE;
+ALTER TABLE settlement_items ADD COLUMN match_key VARCHAR;
+ALTER TABLE settlement_items ADD COLUMN event_time TIMESTAMP;
+ALTER TABLE settlement_items ADD COLUMN note VARCHAR;
+
+-- Balances around net: net + carried_in + reserve_released - reserve_held = payout + carried_forward.
+ALTER TABLE settlement_lines ADD COLUMN carried_in {M} DEFAULT 0;
+ALTER TABLE settlement_lines ADD COLUMN reserve_held {M} DEFAULT 0;
+ALTER TABLE settlement_lines ADD COLUMN reserve_released {M} DEFAULT 0;
+ALTER TABLE settlement_lines ADD COLUMN adjustment_count INTEGER DEFAULT 0;
+
+-- Rolling reserve: held by batch_id, due on due_date, released into released_batch_id.
+CREATE TABLE settlement_reserves (
+    batch_id VARCHAR NOT NULL,
+    merchant_id VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    amount {M} NOT NULL,
+    due_date DATE NOT NULL,
+    released_batch_id VARCHAR,
+    PRIMARY KEY (batch_id, merchant_id, currency)
+);
+
+-- Matched transactions a settle_day run did not settle, and why (snapshot per run_date).
+CREATE TABLE settlement_holds (
+    run_date DATE NOT NULL,
+    trade_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    txn_type VARCHAR NOT NULL,
+    order_no VARCHAR NOT NULL,
+    refund_no VARCHAR,
+    merchant_id VARCHAR,
+    currency VARCHAR NOT NULL,
+    amount {M} NOT NULL,
+    reason VARCHAR NOT NULL,            -- discrepancy | unknown_merchant | no_merchant
+    discrepancy_ids VARCHAR             -- comma-separated, for reason = discrepancy
+);
+"""),
 ]
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
