@@ -50,6 +50,16 @@ class FolderTransport(_Model):
 
 
 class SftpTransport(_Model):
+    """Statement files on an SFTP server (docs/fetch.md).
+
+    ``remote_path`` may hold date placeholders (see :func:`expand_path`) and a
+    glob in its last component. The server's host key must be pinned: a
+    ``known_hosts`` file or a ``host_key_fingerprint`` (``SHA256:...`` as
+    printed by ``ssh-keygen -lf``); an unknown or changed key is refused.
+    Secrets are never in the file: ``password_env`` / ``private_key_passphrase_env``
+    name environment variables, or ``airflow_conn_id`` names an Airflow Connection.
+    """
+
     type: Literal["sftp"]
     host: str
     port: int = 22
@@ -61,17 +71,41 @@ class SftpTransport(_Model):
     password_env: str | None = None
     private_key_passphrase_env: str | None = None
     airflow_conn_id: str | None = None
+    # ".ok" / ".done": a marker next to each file (name + suffix); anything else: a path template
+    # (placeholders allowed) of one marker for the whole day, e.g. "/out/{yyyymmdd}/READY".
     done_marker: str | None = None
-    checksum_suffix: str | None = None
+    checksum_suffix: str | None = None   # e.g. ".sha256" or ".md5": verified when the server publishes one
+    checksum_required: bool = False      # True: a missing checksum file means "not there yet"
     connect_timeout: float = 15.0
-    transfer_timeout: float = 300.0
-    retries: int = 3
+    transfer_timeout: float = 300.0      # per file, whole transfer
+    retries: int = 3                     # attempts after the first, for transient faults only
+    backoff_base: float = 2.0            # seconds; attempt n waits up to base * 2**n (full jitter)
+    backoff_max: float = 60.0
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "SftpTransport":
+        if not (self.known_hosts or self.host_key_fingerprint):
+            raise ValueError("set known_hosts or host_key_fingerprint: the server's host key must be pinned")
+        if self.retries < 0 or self.connect_timeout <= 0 or self.transfer_timeout <= 0:
+            raise ValueError("retries must be >= 0 and timeouts > 0")
+        return self
 
 
 class HttpTransport(_Model):
+    """A statement downloaded over HTTP(S) (docs/fetch.md).
+
+    ``mode: direct`` downloads ``url``; ``mode: bill_api`` calls ``url`` (with
+    ``params``, signed or authenticated) and downloads the URL found under
+    ``download_url_field`` (a dotted path into the JSON answer). ``signer`` is
+    ``"package.module:function"`` (default for auth hmac/rsa: the built-ins in
+    ``loaders.fetch.signing``). Placeholders work in ``url`` and ``params``.
+    """
+
     type: Literal["http"]
     url: str
     mode: Literal["direct", "bill_api"] = "direct"
+    method: Literal["GET", "POST"] = "GET"
+    params: dict[str, str] = Field(default_factory=dict)
     auth: Literal["none", "token", "basic", "hmac", "rsa"] = "none"
     token_env: str | None = None
     username: str | None = None
@@ -81,12 +115,28 @@ class HttpTransport(_Model):
     airflow_conn_id: str | None = None
     download_url_field: str = "download_url"
     no_statement_codes: tuple[str, ...] = ("NO_STATEMENT_EXIST",)
+    not_found: Literal["not_yet", "error"] = "not_yet"   # what an HTTP 404 means
     verify_tls: bool = True
     ca_bundle: str | None = None
-    timeout: float = 60.0
+    timeout: float = 60.0                # connect / each read
+    transfer_timeout: float = 600.0      # whole download
     retries: int = 3
+    backoff_base: float = 2.0
+    backoff_max: float = 60.0
     archive: Literal["none", "gzip", "zip", "auto"] = "auto"
-    archive_member: str | None = None
+    archive_member: str | None = None    # glob of the ZIP entries to keep (default: every file)
+    file_name: str | None = None         # name to land a download under (default: from the response/URL)
+    max_download_bytes: int = 2 << 30
+    max_uncompressed_bytes: int = 4 << 30
+    max_archive_entries: int = 1000
+
+    @model_validator(mode="after")
+    def _sane(self) -> "HttpTransport":
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if self.retries < 0 or self.timeout <= 0 or self.transfer_timeout <= 0:
+            raise ValueError("retries must be >= 0 and timeouts > 0")
+        return self
 
 
 Transport = Annotated[FolderTransport | SftpTransport | HttpTransport, Field(discriminator="type")]
