@@ -21,6 +21,7 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
+import loaders.formats  # noqa: F401  (importing it registers every format)
 from loaders.base import FORMATS, FileError, ParsedFile
 from loaders.fetch.base import FetchedFile
 from recon.warehouse import arrow_view

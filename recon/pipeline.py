@@ -65,6 +65,17 @@ def open_warehouse(cfg: Config, read_only: bool = False) -> duckdb.DuckDBPyConne
                    threads=cfg.duckdb_threads)
 
 
+def check_formats(cfg: Config) -> None:
+    """Every statement names a known format: say so before anything is fetched."""
+    from loaders.load import FORMATS
+
+    for channel in cfg.channels:
+        for i, st in enumerate(channel.statements):
+            if st.format not in FORMATS:
+                raise UserError(f"config: channels[{channel.name}].statements[{i}].format: unknown format "
+                                f"{st.format!r} (known: {', '.join(sorted(FORMATS))})")
+
+
 # ----------------------------------------------------------------------------- fetch
 def fetch_day(cfg: Config, business_date: date, channels: list[str] | None = None,
               progress: Progress = _quiet) -> list[FetchedFile]:
@@ -224,6 +235,7 @@ def report_day(cfg: Config, business_date: date, con: duckdb.DuckDBPyConnection 
 
 def run_day(cfg: Config, business_date: date, progress: Progress = _quiet) -> DayResult:
     """Every stage for one business date: what `recon run` does."""
+    check_formats(cfg)
     t0 = time.perf_counter()
     files = fetch_day(cfg, business_date, progress=progress)
     fetch_s = time.perf_counter() - t0

@@ -308,7 +308,10 @@ def connect(path: str | Path, *, read_only: bool = False, memory_limit: str | No
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if not read_only:
+        from recon.views import create_views   # views import nothing from the project
+
         migrate(con)
+        create_views(con)
     return con
 
 
