@@ -196,14 +196,19 @@ ON CONFLICT (discrepancy_id) DO UPDATE SET
 
 
 def write_matches(con: duckdb.DuckDBPyConnection, d: date) -> int:
+    """Pairs found on both sides (the input of settlement); the ones under a break stay held there."""
     con.execute("DELETE FROM matched_transactions WHERE business_date = $d", {"d": d})
     con.execute("""
 INSERT INTO matched_transactions
 SELECT $d, channel, match_key, txn_type, order_no, refund_no, merchant_id, p_amount, p_currency, c_fee,
        event_time, platform_source, channel_source
-FROM info_pairs WHERE outcome = 'matched'
+FROM info_pairs
+WHERE outcome = 'matched'
+   -- pairs on both sides that disagree: held by their open break, settled once a person resolves it
+   OR (p_status = 'success' AND c_status IS NOT NULL
+       AND outcome IN ('amount_mismatch', 'fee_mismatch', 'currency_mismatch'))
 """, {"d": d})
-    return con.execute("SELECT count(*) FROM matched_transactions WHERE business_date = $d", {"d": d}).fetchone()[0]
+    return con.execute("SELECT count(*) FROM info_pairs WHERE outcome = 'matched'").fetchone()[0]
 
 
 def reconcile_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date) -> ReconSummary:

@@ -53,6 +53,8 @@ def test_demo_day_finds_exactly_the_seeded_breaks_and_settles_to_the_fen(demo_cf
     assert breaks(con) == EXPECTED_BREAKS
     assert con.execute("SELECT DISTINCT status FROM discrepancies").fetchall() == [("open",)]
     assert settlement(con) == EXPECTED_SETTLEMENT
+    held = con.execute("SELECT merchant_id, order_no, amount FROM settlement_holds ORDER BY order_no").fetchall()
+    assert held == [("M001", "P005", D("120.00")), ("M002", "P006", D("300.00")), ("M001", "P007", D("60.00"))]
     files = con.execute("SELECT channel, kind, row_count, footer_ok FROM loaded_files ORDER BY 1, 2").fetchall()
     assert files == [("alipay", "trade", 5, True), ("wechat", "funds", 8, True), ("wechat", "trade", 9, True)]
     con.close()
