@@ -1,0 +1,252 @@
+"""Low-level helpers for streaming, safe workbooks (openpyxl write-only mode).
+
+* every text goes through :func:`text_cell`: illegal XML characters removed,
+  free text masked, and text that could be read as a formula stored as a string
+  with Excel's quote prefix (never as a formula);
+* money is written as the exact ``Decimal`` with ``#,##0.00``; dates as real dates;
+* :class:`TableWriter` writes a table with a frozen, filtered header and fixed
+  widths, and continues on further sheets (``"amount_mismatch (2)"``) past the
+  row limit; beyond ``max_sheets`` sheets it stops with a note row and the full
+  table goes to a CSV export beside the workbook.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable
+
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+
+from reports.safe import csv_safe, is_dangerous, mask_account, mask_text
+
+EXCEL_MAX_ROWS = 1_048_576          # rows per sheet, header included
+EXCEL_MAX_CELL_CHARS = 32_767
+MONEY_FORMAT = "#,##0.00"
+DATE_FORMAT = "yyyy-mm-dd"
+DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
+INT_FORMAT = "#,##0"
+
+HEADER_FONT = Font(bold=True, color="FFFFFF")
+HEADER_FILL = PatternFill("solid", fgColor="305496")
+TITLE_FONT = Font(bold=True, size=14)
+SECTION_FONT = Font(bold=True, size=12, color="305496")
+BOLD = Font(bold=True)
+NOTE_FONT = Font(italic=True, color="7F7F7F")
+LONG_FILL = PatternFill("solid", fgColor="E2EFDA")   # green: channel holds more than the platform
+SHORT_FILL = PatternFill("solid", fgColor="FCE4D6")  # red/orange: channel holds less
+WARN_FILL = PatternFill("solid", fgColor="FFF2CC")
+DIRECTION_FILLS = {"long": LONG_FILL, "short": SHORT_FILL}
+
+KIND_WIDTH = {"id": 26, "text": 14, "free": 44, "money": 16, "date": 12, "datetime": 19, "int": 10,
+              "bool": 9, "account": 22, "blank": 24}
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    kind: str = "text"   # id | text | free | money | date | datetime | int | bool | account | blank
+    width: float | None = None
+
+    @property
+    def col_width(self) -> float:
+        return self.width or KIND_WIDTH.get(self.kind, 14)
+
+
+def clean_text(value: str) -> str:
+    value = ILLEGAL_CHARACTERS_RE.sub("", value)
+    if len(value) > EXCEL_MAX_CELL_CHARS:
+        value = value[: EXCEL_MAX_CELL_CHARS - 1] + "\u2026"
+    return value
+
+
+def text_cell(ws: Any, value: str, *, font: Font | None = None, fill: PatternFill | None = None) -> Any:
+    """A string cell that Excel shows as text and never evaluates."""
+    value = clean_text(value)
+    if not is_dangerous(value) and font is None and fill is None:
+        return value
+    cell = WriteOnlyCell(ws, value=value)
+    # openpyxl guesses data_type 'f' for text starting with '='; force a string, with the
+    # quote prefix (Excel's leading apostrophe) so editing the cell does not turn it into one.
+    cell.data_type = "s"
+    if is_dangerous(value):
+        cell.quotePrefix = True
+    if font is not None:
+        cell.font = font
+    if fill is not None:
+        cell.fill = fill
+    return cell
+
+
+def cell(ws: Any, value: Any, kind: str = "text", *, fill: PatternFill | None = None,
+         font: Font | None = None) -> Any:
+    """One cell of the given column kind (see :class:`Col`)."""
+    if value is None:
+        if fill is None:
+            return None
+        c = WriteOnlyCell(ws, value=None)
+        c.fill = fill
+        return c
+    if kind == "free":
+        value = mask_text(str(value))
+    elif kind == "account":
+        value = mask_account(str(value))
+    if isinstance(value, bool):
+        value = "yes" if value else "no"
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        # Excel has no time zones: show the instant in the session's zone, as DuckDB returned it.
+        value = value.replace(tzinfo=None)
+    if isinstance(value, str):
+        return text_cell(ws, value, font=font, fill=fill)
+    c = WriteOnlyCell(ws, value=value)
+    if isinstance(value, datetime):
+        c.number_format = DATETIME_FORMAT
+    elif isinstance(value, date):
+        c.number_format = DATE_FORMAT
+    elif kind == "money":
+        c.number_format = MONEY_FORMAT
+    elif isinstance(value, int) and not isinstance(value, Decimal):
+        c.number_format = INT_FORMAT
+    if font is not None:
+        c.font = font
+    if fill is not None:
+        c.fill = fill
+    return c
+
+
+def header_cells(ws: Any, cols: Iterable[Col]) -> list[Any]:
+    out = []
+    for col in cols:
+        c = text_cell(ws, col.name, font=HEADER_FONT, fill=HEADER_FILL)
+        c.alignment = Alignment(vertical="center")
+        out.append(c)
+    return out
+
+
+def set_widths(ws: Any, widths: Iterable[float]) -> None:
+    for i, w in enumerate(widths, 1):
+        ws.column_dimensions[get_column_letter(i)].width = w
+
+
+def sheet_title(base: str, part: int = 1) -> str:
+    """A valid, <= 31 character sheet title; continuation sheets get " (n)"."""
+    base = re.sub(r"[\[\]:*?/\\]", "_", base).strip("'") or "sheet"
+    suffix = "" if part == 1 else f" ({part})"
+    return base[: 31 - len(suffix)] + suffix
+
+
+def atomic_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+class TableWriter:
+    """Streams rows into one or more sheets; see the module docstring.
+
+    ``total_rows`` (known in advance from a COUNT) decides whether the table fits in
+    ``max_sheets`` sheets of ``row_limit`` rows (header included); if not, every row
+    also goes to ``export_path`` (CSV, injection-safe and masked like the sheets).
+    ``row_style(row) -> fills`` returns ``{column index: fill}`` for a row.
+    """
+
+    def __init__(self, wb: Any, base_title: str, cols: list[Col], *, total_rows: int,
+                 row_limit: int = EXCEL_MAX_ROWS, max_sheets: int = 3,
+                 export_path: Path | None = None, row_style: Any = None,
+                 empty_note: str | None = None) -> None:
+        if row_limit < 3:
+            raise ValueError("row_limit must leave room for a header, a row and a note")
+        self.wb, self.base, self.cols = wb, base_title, cols
+        self.row_limit, self.max_sheets = row_limit, max(1, max_sheets)
+        self.total_rows = total_rows
+        self.row_style = row_style
+        self.empty_note = empty_note
+        capacity = (row_limit - 1) * self.max_sheets
+        self.capped = total_rows > capacity
+        # When capped, the last sheet keeps one row for the note pointing at the export.
+        self.shown_limit = capacity - 1 if self.capped else total_rows
+        self.export_path = export_path if self.capped else None
+        self.sheets: list[Any] = []
+        self.titles: list[str] = []
+        self.rows_in_sheet = 0
+        self.written = 0
+        self._csv_tmp: Path | None = None
+        self._csv_file: Any = None
+        self._csv: Any = None
+        if self.capped:
+            if export_path is None:
+                raise ValueError(f"{base_title}: {total_rows} rows exceed the sheets and no export path was given")
+            self._csv_tmp = atomic_path(export_path)
+            self._csv_file = open(self._csv_tmp, "w", newline="", encoding="utf-8-sig")
+            self._csv = csv.writer(self._csv_file)
+            self._csv.writerow([c.name for c in cols])
+        self._new_sheet()
+
+    def _new_sheet(self) -> None:
+        if self.sheets:
+            self._close_sheet()
+        title = sheet_title(self.base, len(self.sheets) + 1)
+        ws = self.wb.create_sheet(title)
+        set_widths(ws, [c.col_width for c in self.cols])
+        ws.freeze_panes = "B2"
+        ws.append(header_cells(ws, self.cols))
+        self.sheets.append(ws)
+        self.titles.append(title)
+        self.rows_in_sheet = 1
+
+    def _close_sheet(self) -> None:
+        ws = self.sheets[-1]
+        last = max(self.rows_in_sheet, 1)
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(self.cols))}{last}"
+
+    def append(self, row: tuple) -> None:
+        if self._csv is not None:
+            self._csv.writerow([csv_safe(self._csv_value(v, c.kind)) for v, c in zip(row, self.cols)])
+        if self.written >= self.shown_limit:
+            return
+        if self.rows_in_sheet >= self.row_limit:
+            self._new_sheet()
+        ws = self.sheets[-1]
+        fills = self.row_style(row) if self.row_style else {}
+        ws.append([cell(ws, v, c.kind, fill=fills.get(i)) for i, (v, c) in enumerate(zip(row, self.cols))])
+        self.rows_in_sheet += 1
+        self.written += 1
+
+    @staticmethod
+    def _csv_value(value: Any, kind: str) -> Any:
+        if value is None:
+            return ""
+        if kind == "free":
+            return ILLEGAL_CHARACTERS_RE.sub("", mask_text(str(value)) or "")
+        if kind == "account":
+            return mask_account(str(value))
+        if isinstance(value, (date, datetime)):
+            return value.isoformat()
+        return value
+
+    def close(self) -> None:
+        ws = self.sheets[-1]
+        if self.capped:
+            note = (f"Only the first {self.written:,} of {self.total_rows:,} rows are shown in this workbook; "
+                    f"the full list is in {self.export_path.name} beside it.")
+            # Close the filter over the data rows first, then add the note below them.
+            self._close_sheet()
+            ws.append([text_cell(ws, note, font=NOTE_FONT)])
+            self._csv_file.close()
+            os.replace(self._csv_tmp, self.export_path)
+            self._csv = None
+            return
+        if self.written == 0 and self.empty_note:
+            ws.append([text_cell(ws, self.empty_note, font=NOTE_FONT)])  # below the filtered range
+        self._close_sheet()
+
+    def abort(self) -> None:
+        if self._csv_file is not None:
+            self._csv_file.close()
+            if self._csv_tmp is not None:
+                self._csv_tmp.unlink(missing_ok=True)
