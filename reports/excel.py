@@ -427,15 +427,18 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                   "'held_carried': the lines with something held or carried; bank accounts are masked."):
             blk.append([text_cell(ws, n, font=NOTE_FONT)])
 
+        # Columns by name; the balance columns of later migrations are shown when the table has them.
+        have = {n for n, _t in _table_columns(con, "settlement_lines")}
+        money = ["gross", "refunds", "fees", "adjustments", "net",
+                 *[c for c in ("carried_in", "reserve_held", "reserve_released") if c in have],
+                 "payout", "carried_forward"]
         lcols = [Col("merchant_id"), Col("merchant_name", "free", 24), Col("currency", "text", 9),
-                 Col("trade_count", "int", 12), Col("gross", "money"), Col("refunds", "money"),
-                 Col("fees", "money"), Col("adjustments", "money"), Col("net", "money"), Col("payout", "money"),
-                 Col("carried_forward", "money"), Col("bank_name", "free", 20), Col("bank_account", "account")]
+                 Col("trade_count", "int", 12), *[Col(m, "money") for m in money],
+                 Col("bank_name", "free", 20), Col("bank_account", "account")]
 
         def line_rows(where: str) -> tuple[int, list[tuple]]:
-            rows = _q(con, "SELECT merchant_id, currency, trade_count, gross, refunds, fees, adjustments, net, "
-                           f"payout, carried_forward FROM settlement_lines WHERE batch_id = $b {where} "
-                           "ORDER BY merchant_id, currency", p)
+            rows = _q(con, f"SELECT merchant_id, currency, trade_count, {', '.join(money)} "
+                           f"FROM settlement_lines WHERE batch_id = $b {where} ORDER BY merchant_id, currency", p)
             out = []
             for r in rows:
                 m = merchants.get(r[0])
@@ -443,7 +446,8 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                             m.bank_name if m else None, m.bank_account if m else None))
             return len(out), out
 
-        for title, where in (("lines", ""), ("held_carried", "AND (carried_forward <> 0 OR payout <> net)")):
+        for title, where in (("lines", ""), ("held_carried", "AND (carried_forward <> 0 OR payout <> net"
+                                               + (" OR reserve_held <> 0" if "reserve_held" in have else "") + ")")):
             n, rows = line_rows(where)
             w = TableWriter(wb, title, lcols, total_rows=n, row_limit=row_limit, max_sheets=max_sheets,
                             export_path=final.with_name(final.stem + f"_{title}.csv"),

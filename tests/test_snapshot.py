@@ -1,0 +1,184 @@
+"""The analyst snapshot: a consistent, read-only copy published after each committed day."""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from recon.views import VIEWS, create_views
+from recon.warehouse import connect, transaction
+from reports.snapshot import publish_snapshot, snapshot_db_path
+from tests.test_reports_excel import make_cfg, seed_carry_over, seed_day, seed_settlement
+
+ROOT = Path(__file__).resolve().parent.parent
+D1 = date(2026, 6, 5)
+D2 = D1 + timedelta(days=1)
+
+
+def _dates(path: Path) -> list[date]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT DISTINCT business_date FROM discrepancies ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+
+
+def test_snapshot_has_committed_data_only_and_the_views(tmp_path):
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    seed_carry_over(con, D1)
+    batch = seed_settlement(con, D1)
+    snap = publish_snapshot(cfg, D1, con=con)
+    assert snap == snapshot_db_path(cfg) == cfg.snapshot_path / "recon.duckdb"
+
+    # A second day being written in an open transaction on the writer connection...
+    con.execute("BEGIN TRANSACTION")
+    con.execute("INSERT INTO discrepancies (discrepancy_id, business_date, channel, flow, type, match_key, "
+                "difference, currency, status, first_seen_date, last_seen_date) VALUES "
+                "('half', ?, 'wechat', 'information', 'duplicate', 'k', 1.00, 'CNY', 'open', ?, ?)", [D2, D2, D2])
+    # ...is not in a snapshot published meanwhile (publish_snapshot(con, cfg, d) form).
+    publish_snapshot(con, cfg, D1)
+    ro = duckdb.connect(str(snap), read_only=True)
+    assert ro.execute("SELECT max(business_date), count(*) FILTER (WHERE discrepancy_id = 'half') "
+                      "FROM discrepancies").fetchone() == (D1, 0)
+    live = con.execute("SELECT count(*) FROM discrepancies").fetchone()[0]
+    assert ro.execute("SELECT count(*) FROM discrepancies").fetchone()[0] == live - 1
+    for name in VIEWS:  # the views exist in the snapshot and read the snapshot's own tables
+        ro.execute(f"SELECT count(*) FROM (SELECT * FROM {name})").fetchall()
+    assert ro.execute("SELECT count(*) FROM v_settlements WHERE batch_id = ?", [batch]).fetchone()[0] == 2
+    aging = dict(ro.execute("SELECT age_bucket, break_count FROM v_open_breaks_aging "
+                            "WHERE channel = 'wechat' AND age_bucket <> '0-3 days'").fetchall())
+    assert aging == {"4-7 days": 1, "8-14 days": 1, "31+ days": 1}
+    assert ro.execute("SELECT business_date FROM snapshot_info").fetchone()[0] == D1
+    with pytest.raises(duckdb.Error):
+        ro.execute("DELETE FROM discrepancies")  # analysts cannot change it
+    ro.close()
+    con.execute("ROLLBACK")
+    con.close()
+    assert not [p for p in snap.parent.iterdir() if p.name.endswith((".tmp", ".wal"))]
+
+
+def test_parquet_partitions_match_the_warehouse(tmp_path):
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    publish_snapshot(cfg, D1, con=con)
+    seed_day(con, D2, hostile=False)
+    publish_snapshot(cfg, D2, con=con)
+    base = cfg.snapshot_path / "parquet"
+    assert (base / "discrepancies" / "business_date=2026-06-05" / "channel=wechat").is_dir()
+    assert (base / "channel_transactions" / "business_date=2026-06-06" / "channel=alipay").is_dir()
+    q = duckdb.connect()
+    got = q.execute(f"""SELECT business_date, channel, count(*), sum(difference)
+        FROM read_parquet('{base}/discrepancies/*/*/*.parquet', hive_partitioning = true)
+        GROUP BY ALL ORDER BY ALL""").fetchall()
+    want = con.execute("SELECT business_date, channel, count(*), sum(difference) FROM discrepancies "
+                       "GROUP BY ALL ORDER BY ALL").fetchall()
+    assert [(str(a), b, c, d) for a, b, c, d in got] == [(str(a), b, c, d) for a, b, c, d in want]
+    txn = q.execute(f"""SELECT count(*), sum(amount) FROM read_parquet(
+        '{base}/channel_transactions/*/*/*.parquet', hive_partitioning = true)""").fetchone()
+    assert txn == con.execute("SELECT count(*), sum(amount) FROM channel_transactions").fetchone()
+    # a rerun of D1 that lost a channel's breaks drops that partition's file
+    with transaction(con):
+        con.execute("DELETE FROM discrepancies WHERE business_date = ? AND channel = 'alipay'", [D1])
+    publish_snapshot(cfg, D1, con=con)
+    assert not (base / "discrepancies" / "business_date=2026-06-05" / "channel=alipay").exists()
+    manifest = json.loads((cfg.snapshot_path / "manifest.json").read_text())
+    assert manifest["business_date"] == "2026-06-05"
+    assert manifest["row_counts"]["discrepancies"] == con.execute("SELECT count(*) FROM discrepancies").fetchone()[0]
+    con.close()
+
+
+def test_publish_without_a_connection_opens_the_warehouse_read_only(tmp_path):
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    create_views(con)  # views in the live file are copied, then replaced: still fine
+    con.close()
+    snap = publish_snapshot(cfg, D1)
+    assert _dates(snap) == [D1]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from datetime import date
+    from recon.warehouse import connect
+    from reports.snapshot import publish_snapshot
+    from tests.test_reports_excel import make_cfg, seed_day
+    from pathlib import Path
+
+    cfg = make_cfg(Path(sys.argv[1]))
+    con = connect(cfg.warehouse)
+    seed_day(con, date(2026, 6, 5))
+    publish_snapshot(cfg, date(2026, 6, 5), con=con)
+    print("published", flush=True)
+    # The second day: a run in progress, its transaction open.
+    con.execute("BEGIN TRANSACTION")
+    con.execute("INSERT INTO discrepancies (discrepancy_id, business_date, channel, flow, type, match_key, "
+                "difference, currency, status, first_seen_date, last_seen_date) SELECT 'D2-' || i, "
+                "DATE '2026-06-06', 'wechat', 'information', 'duplicate', 'k' || i, 1.00, 'CNY', 'open', "
+                "DATE '2026-06-06', DATE '2026-06-06' FROM range(1000) r(i)")
+    print("writing", flush=True)
+    sys.stdin.readline()
+    con.execute("COMMIT")
+    publish_snapshot(cfg, date(2026, 6, 6), con=con)
+    print("done", flush=True)
+    con.close()
+""")
+
+
+def _expect(proc: subprocess.Popen, word: str, deadline_s: float = 60) -> None:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if sel.select(timeout=deadline - time.monotonic()):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.strip() == word:
+                return
+    proc.kill()
+    raise AssertionError(f"writer did not say {word!r}: {proc.stderr.read()}")
+
+
+def test_analysts_read_the_snapshot_while_another_process_writes_the_live_file(tmp_path):
+    cfg = make_cfg(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _expect(proc, "published")
+        _expect(proc, "writing")
+        snap = snapshot_db_path(cfg)
+        # The live file is the writer's alone...
+        with pytest.raises(duckdb.Error):
+            duckdb.connect(str(cfg.warehouse), read_only=True)
+        # ...while the snapshot opens read-only and shows the previous complete day only.
+        analyst = duckdb.connect(str(snap), read_only=True)
+        assert analyst.execute("SELECT DISTINCT business_date FROM v_discrepancies").fetchall() == [(D1,)]
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        _expect(proc, "done")
+        assert proc.wait(timeout=60) == 0
+        # The analyst's open connection still reads the copy it opened; a new one sees day 2, all of it.
+        assert analyst.execute("SELECT max(business_date) FROM discrepancies").fetchone()[0] == D1
+        analyst.close()
+        assert _dates(snap) == [D1, D2]
+        fresh = duckdb.connect(str(snap), read_only=True)
+        assert fresh.execute("SELECT count(*) FROM discrepancies WHERE business_date = ?", [D2]).fetchone()[0] == 1000
+        fresh.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
