@@ -283,11 +283,37 @@ class Payout(_Model):
 
 
 class Schedule(_Model):
+    """When the nightly Airflow DAG runs and how it waits, retries and tells someone (docs/deploy.md).
+
+    A run fires at ``cron`` (in the platform time zone) on D+1 and reconciles business date D.
+    """
+
     cron: str = "30 10 * * *"
-    file_deadline_minutes: int = 180
-    poke_interval_seconds: int = 300
-    notify_email: str | None = None
-    notify_webhook: str | None = None
+    file_deadline_minutes: float = 180        # a channel's file must be there this long after the wait starts
+    poke_interval_seconds: float = 300
+    notify_email: str | None = None           # sent through Airflow's SMTP connection `smtp_conn_id`
+    notify_webhook: str | None = None         # a URL that gets a JSON POST for every failed task
+    smtp_conn_id: str = "smtp_default"
+    start_date: date | None = None            # first business date; set it and missed days are caught up in order
+    retries: int = 3                          # transient faults only (timeouts, dropped connections, 5xx)
+    retry_delay_seconds: float = 60           # doubled on each retry ...
+    max_retry_delay_seconds: float = 1800     # ... up to this
+    pool: str = "recon_warehouse"             # the one-slot Airflow pool every warehouse writer goes through
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not (v.startswith("@") or len(v.split()) in (5, 6)):
+            raise ValueError("expected a cron expression like '30 10 * * *' (minute hour day month weekday)")
+        return v
+
+    @field_validator("file_deadline_minutes", "poke_interval_seconds", "retry_delay_seconds",
+                     "max_retry_delay_seconds")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("expected a positive number")
+        return v
 
 
 # --------------------------------------------------------------------- root
