@@ -186,24 +186,42 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
     _load_merchants(con, cfg, T, cal, last_confirmed)
 
     # 1. A rerun replaces what this run date wrote into draft batches; confirmed ones are locked.
-    con.execute("""
-        DELETE FROM settlement_items WHERE run_date = ?
-          AND batch_id IN (SELECT batch_id FROM settlement_batches WHERE status = 'draft')""", [T])
+    #    Earlier-trade-date transactions it had released stay candidates of this run (below).
+    draft_ids = "(SELECT batch_id FROM settlement_batches WHERE status = 'draft')"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _stl_prev AS
+        SELECT DISTINCT trade_date, channel, txn_type, order_no, refund_no FROM settlement_items
+        WHERE run_date = $T AND item_kind = 'transaction' AND trade_date < $T AND batch_id IN {draft_ids}
+        UNION
+        SELECT DISTINCT trade_date, channel, txn_type, order_no, refund_no
+        FROM settlement_holds WHERE run_date < $T AND trade_date < $T""", {"T": T})
+    con.execute(f"DELETE FROM settlement_items WHERE run_date = ? AND batch_id IN {draft_ids}", [T])
     con.execute("DELETE FROM settlement_holds WHERE run_date = ?", [T])
+    #    Draft items of trade date T that other runs wrote (released holds) and whose matched data
+    #    changed or vanished since are taken out; they go through this run's candidates again.
+    stale = con.execute(f"""
+        SELECT count(*) FROM settlement_items WHERE trade_date = ? AND run_date <> ?
+          AND item_kind = 'transaction' AND batch_id IN {draft_ids}""", [T, T]).fetchone()[0]
+    if stale:
+        con.execute(f"""
+            DELETE FROM settlement_items i
+            WHERE i.trade_date = $T AND i.run_date <> $T AND i.item_kind = 'transaction'
+              AND i.batch_id IN {draft_ids}
+              AND NOT EXISTS (
+                SELECT 1 FROM (SELECT * FROM matched_transactions WHERE business_date = $T {_DEDUP}) c
+                JOIN _stl_merchants m ON m.merchant_id = c.merchant_id
+                WHERE {_keyjoin('c', 'i')} AND c.merchant_id = i.merchant_id AND c.currency = i.currency
+                  AND c.amount = i.amount AND {_fee_sql('c', 'm')} = i.fee)""", {"T": T})
 
-    # 2. Candidates: trade date T, plus earlier transactions some earlier run held.
-    held_dates = [r[0] for r in con.execute(
-        "SELECT DISTINCT trade_date FROM settlement_holds WHERE run_date < ? AND trade_date < ? ORDER BY 1",
-        [T, T]).fetchall()]
+    # 2. Candidates: trade date T, plus earlier transactions an earlier run held (or this run released).
+    held_dates = [r[0] for r in con.execute("SELECT DISTINCT trade_date FROM _stl_prev ORDER BY 1").fetchall()]
     earlier = ""
     if held_dates:
         dates = ", ".join(f"DATE '{d.isoformat()}'" for d in held_dates)
         earlier = f"""
             UNION ALL BY NAME
             SELECT mt.* FROM matched_transactions mt
-            SEMI JOIN (SELECT DISTINCT trade_date, channel, txn_type, order_no, refund_no
-                       FROM settlement_holds WHERE run_date < $T AND trade_date < $T) h
-              ON mt.business_date = h.trade_date AND {_keyjoin('mt', 'h')}
+            SEMI JOIN _stl_prev h ON mt.business_date = h.trade_date AND {_keyjoin('mt', 'h')}
             WHERE mt.business_date IN ({dates})"""
     oldest = min([T, *held_dates]) - timedelta(days=DUPLICATE_LOOKBACK_DAYS)
     con.execute(f"""
@@ -271,6 +289,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
     # 5. Late corrections of trade date T already paid in confirmed batches.
     summary.adjustments = _adjust(con, T)
     con.execute("DROP TABLE IF EXISTS _stl_cand")
+    con.execute("DROP TABLE IF EXISTS _stl_prev")
 
     # 6. Lines of every draft batch, in date order (carry and reserve chain through them).
     _recompute_lines(con)
