@@ -10,6 +10,8 @@ from recon.errors import UserError
 COMMAND_MODULES = [
     "recon.commands.run",
     "recon.commands.settlement",
+    "recon.commands.report",
+    "recon.commands.sql",
 ]
 
 
