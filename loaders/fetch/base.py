@@ -29,12 +29,14 @@ class StagedFile:
     path: Path
     original_name: str
     source: str                      # host:remote path or URL without credentials, or local path
+    extracted_from: str | None = None  # original_name of the archive (in FetchOutcome.archives) it came from
 
 
 @dataclass(frozen=True)
 class FetchOutcome:
     files: list[StagedFile] = field(default_factory=list)
     no_statement: bool = False       # the channel said there is no statement for this day
+    archives: list[StagedFile] = field(default_factory=list)  # originals as they arrived (gzip/ZIP): kept, not parsed
 
 
 @dataclass(frozen=True)

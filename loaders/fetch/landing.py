@@ -4,6 +4,11 @@ Layout: ``<landing>/objects/<sha256[:2]>/<sha256>/<original name>`` holds the by
 ``<landing>/manifest.jsonl`` has one line per (channel, business date,
 statement, sha256). Landing identical content again is a no-op; different
 content for a channel/day/statement already landed is flagged a restatement.
+
+A compressed download is kept twice: the archive exactly as it arrived
+(manifest ``role: "archive"``) and each extracted statement file (``role:
+"statement"``, ``extracted_from`` = the archive's sha256). :meth:`Landing.entries`
+lists statement rows unless asked for archives too.
 """
 from __future__ import annotations
 
@@ -52,32 +57,41 @@ class Landing:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def entries(self, channel: str | None = None, business_date: date | None = None) -> list[dict]:
+    def entries(self, channel: str | None = None, business_date: date | None = None,
+                include_archives: bool = False) -> list[dict]:
         if not self.manifest.exists():
             return []
         rows = [json.loads(ln) for ln in self.manifest.read_text(encoding="utf-8").splitlines() if ln.strip()]
         return [r for r in rows if (channel is None or r["channel"] == channel)
-                and (business_date is None or r["business_date"] == business_date.isoformat())]
+                and (business_date is None or r["business_date"] == business_date.isoformat())
+                and (include_archives or r.get("role", "statement") != "archive")]
 
-    def land(self, staged: StagedFile, channel: str, statement: Statement, business_date: date) -> FetchedFile:
+    def land(self, staged: StagedFile, channel: str, statement: Statement, business_date: date,
+             role: str = "statement", extracted_from: str | None = None) -> FetchedFile:
         digest = sha256_file(staged.path)
         obj = self.root / "objects" / digest[:2] / digest / safe_name(staged.original_name)
         obj.parent.mkdir(parents=True, exist_ok=True)
         if not obj.exists():
             os.replace(staged.path, obj)          # atomic: same file system
-        previous = [e for e in self.entries(channel, business_date)
+        previous = [e for e in self.entries(channel, business_date, include_archives=True)
                     if e["kind"] == statement.kind and e["format"] == statement.format
-                    and e["original_name"] == staged.original_name]
+                    and e.get("role", "statement") == role and e["original_name"] == staged.original_name]
         now = datetime.now(timezone.utc)
         landed = FetchedFile(channel, business_date, statement.kind, statement.format, obj, staged.original_name,
                              staged.source, obj.stat().st_size, digest, now,
                              restatement=bool(previous) and all(e["sha256"] != digest for e in previous))
         if not any(e["sha256"] == digest for e in previous):
+            row = {"channel": channel, "business_date": business_date.isoformat(),
+                   "kind": statement.kind, "format": statement.format,
+                   "original_name": staged.original_name, "source": staged.source,
+                   "size_bytes": landed.size_bytes, "sha256": digest,
+                   "fetched_at": now.isoformat(), "restatement": landed.restatement}
+            if role != "statement":
+                row["role"] = role
+            if extracted_from:
+                row["extracted_from"] = extracted_from
             with open(self.manifest, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"channel": channel, "business_date": business_date.isoformat(),
-                                    "kind": statement.kind, "format": statement.format,
-                                    "original_name": staged.original_name, "source": staged.source,
-                                    "size_bytes": landed.size_bytes, "sha256": digest,
-                                    "fetched_at": now.isoformat(), "restatement": landed.restatement},
-                                   ensure_ascii=False) + "\n")
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         return landed
