@@ -44,6 +44,9 @@ LONG_FILL = PatternFill("solid", fgColor="E2EFDA")   # green: channel holds more
 SHORT_FILL = PatternFill("solid", fgColor="FCE4D6")  # red/orange: channel holds less
 WARN_FILL = PatternFill("solid", fgColor="FFF2CC")
 DIRECTION_FILLS = {"long": LONG_FILL, "short": SHORT_FILL}
+CENTER = Alignment(horizontal="center")
+RIGHT = Alignment(horizontal="right", vertical="center")
+LEFT = Alignment(horizontal="left", vertical="center")
 
 KIND_WIDTH = {"id": 26, "text": 14, "free": 44, "money": 16, "date": 12, "datetime": 19, "int": 10,
               "bool": 9, "account": 22, "blank": 24}
@@ -57,7 +60,8 @@ class Col:
 
     @property
     def col_width(self) -> float:
-        return self.width or KIND_WIDTH.get(self.kind, 14)
+        # wide enough for the header text (bold, plus the filter button)
+        return max(self.width or KIND_WIDTH.get(self.kind, 14), len(self.name) * 1.1 + 4)
 
 
 def clean_text(value: str) -> str:
@@ -82,6 +86,7 @@ def text_cell(ws: Any, value: str, *, font: Font | None = None, fill: PatternFil
         cell.font = font
     if fill is not None:
         cell.fill = fill
+        cell.alignment = CENTER  # a highlighted label (long / short), apart from the amount beside it
     return cell
 
 
@@ -108,8 +113,10 @@ def cell(ws: Any, value: Any, kind: str = "text", *, fill: PatternFill | None = 
     c = WriteOnlyCell(ws, value=value)
     if isinstance(value, datetime):
         c.number_format = DATETIME_FORMAT
+        c.alignment = CENTER
     elif isinstance(value, date):
         c.number_format = DATE_FORMAT
+        c.alignment = CENTER
     elif kind == "money":
         c.number_format = MONEY_FORMAT
     elif isinstance(value, int) and not isinstance(value, Decimal):
@@ -125,7 +132,8 @@ def header_cells(ws: Any, cols: Iterable[Col]) -> list[Any]:
     out = []
     for col in cols:
         c = text_cell(ws, col.name, font=HEADER_FONT, fill=HEADER_FILL)
-        c.alignment = Alignment(vertical="center")
+        # numbers are right-aligned, so are their headers
+        c.alignment = RIGHT if col.kind in ("money", "int") else LEFT
         out.append(c)
     return out
 
@@ -133,6 +141,16 @@ def header_cells(ws: Any, cols: Iterable[Col]) -> list[Any]:
 def set_widths(ws: Any, widths: Iterable[float]) -> None:
     for i, w in enumerate(widths, 1):
         ws.column_dimensions[get_column_letter(i)].width = w
+    print_setup(ws)
+
+
+def print_setup(ws: Any) -> None:
+    """Landscape, one page wide (as many tall as needed): printable without cutting columns."""
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.paperSize = "9"  # A4
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
 
 
 def sheet_title(base: str, part: int = 1) -> str:
@@ -193,6 +211,7 @@ class TableWriter:
         title = sheet_title(self.base, len(self.sheets) + 1)
         ws = self.wb.create_sheet(title)
         set_widths(ws, [c.col_width for c in self.cols])
+        ws.print_title_rows = "1:1"  # repeat the header on every printed page
         ws.freeze_panes = "B2"
         ws.append(header_cells(ws, self.cols))
         self.sheets.append(ws)

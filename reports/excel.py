@@ -226,15 +226,15 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
 def _write_summary(con: duckdb.DuckDBPyConnection, cfg: Any, ws: Any, business_date: date,
                    overflow: list[str]) -> None:
     p = {"d": business_date}
-    set_widths(ws, [18, 12, 16, 26, 16, 16, 16, 16, 16, 14, 16, 12, 40, 12])
+    set_widths(ws, [18, 14, 18, 26, 16, 16, 16, 16, 16, 16, 18, 12, 40, 12])
     ws.freeze_panes = "A3"
     b = _Block(ws)
     b.append([text_cell(ws, f"Reconciliation report \u2014 business date {business_date.isoformat()}",
                         font=TITLE_FONT)])
-    generated = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     run = _q(con, "SELECT status, run_id FROM runs WHERE business_date = $d ORDER BY started_at DESC LIMIT 1", p)
     run_text = f"latest run {run[0][1]}: {run[0][0]}" if run else "no run recorded for this date"
-    b.append([text_cell(ws, "Generated (UTC)"), cell(ws, generated), text_cell(ws, run_text)])
+    b.append([text_cell(ws, f"Generated {generated} from the warehouse; {run_text}.", font=NOTE_FONT)])
 
     # ---- files loaded
     b.section("Statement files loaded", "Amounts in the channel's currency; superseded files are listed but "
@@ -278,7 +278,8 @@ def _write_summary(con: duckdb.DuckDBPyConnection, cfg: Any, ws: Any, business_d
 
     # ---- long and short
     b.section("Long and short totals",
-              "long: the channel holds more than the platform expects (difference > 0); short: less.")
+              "long: the channel holds more than the platform expects (difference > 0); short: less. "
+              "All of the day's breaks, whatever their status.")
     lcols = [Col("channel"), Col("flow"), Col("currency"), Col("long_count", "int"), Col("long_amount", "money"),
              Col("short_count", "int"), Col("short_amount", "money"), Col("net_difference", "money")]
     ls_sql = f"""
@@ -404,7 +405,7 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
     try:
         wb = Workbook(write_only=True)
         ws = wb.create_sheet("Batch")
-        set_widths(ws, [22, 12, 12, 16, 16, 16, 16, 16, 16, 16, 16])
+        set_widths(ws, [22, 20, 14, 16, 16, 16, 16, 16, 16, 18, 16])
         blk = _Block(ws)
         blk.append([text_cell(ws, f"Settlement batch {batch_id}", font=TITLE_FONT)])
         for label, v in zip(("batch_id", "settlement_date", "status", "created_at", "confirmed_at", "confirmed_by"),
