@@ -9,6 +9,7 @@ from recon.errors import UserError
 
 COMMAND_MODULES = [
     "recon.commands.run",
+    "recon.commands.fetch",
     "recon.commands.settlement",
     "recon.commands.report",
     "recon.commands.sql",
