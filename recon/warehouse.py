@@ -283,6 +283,60 @@ CREATE TABLE settlement_holds (
     discrepancy_ids VARCHAR             -- comma-separated, for reason = discrepancy
 );
 """),
+    (3, "reconciliation workflow", f"""
+-- Reconciliation workflow (issue 5). Documented in docs/warehouse.md#reconciliation-workflow
+-- and docs/reconciliation.md.
+-- Who/what/how a break was resolved (the audit table below has the full history).
+ALTER TABLE discrepancies ADD COLUMN resolved_by VARCHAR;          -- a person, or 'system'
+ALTER TABLE discrepancies ADD COLUMN resolution_action VARCHAR;    -- write_off | platform_corrected | ...
+ALTER TABLE discrepancies ADD COLUMN resolved_at TIMESTAMPTZ;
+ALTER TABLE discrepancies ADD COLUMN resolved_by_file VARCHAR;     -- file_id of the statement that cleared it
+ALTER TABLE discrepancies ADD COLUMN resolved_by_source VARCHAR;   -- path:line or source_table:source_key
+-- Timing: a break at the day cut is 'pending' until pending_until (exclusive), then 'open'.
+ALTER TABLE discrepancies ADD COLUMN timing BOOLEAN DEFAULT false;
+ALTER TABLE discrepancies ADD COLUMN pending_until DATE;
+-- Where the unmatched statement row is (carry-over finds it again through these).
+ALTER TABLE discrepancies ADD COLUMN file_id VARCHAR;
+ALTER TABLE discrepancies ADD COLUMN line_no INTEGER;
+-- Ageing, as of the latest business date reconciled (frozen at resolved_date once resolved).
+ALTER TABLE discrepancies ADD COLUMN age_days INTEGER;
+ALTER TABLE discrepancies ADD COLUMN age_bucket VARCHAR;
+ALTER TABLE discrepancies ADD COLUMN aged_as_of DATE;
+
+-- Append-only audit of every status change and every resolution (by a person or by the system).
+CREATE SEQUENCE discrepancy_resolution_seq;
+CREATE TABLE discrepancy_resolutions (
+    resolution_id BIGINT PRIMARY KEY DEFAULT nextval('discrepancy_resolution_seq'),
+    discrepancy_id VARCHAR NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    recorded_by VARCHAR NOT NULL,       -- the person (--by) or 'system'
+    action VARCHAR NOT NULL,            -- person: write_off | platform_corrected | channel_corrected |
+                                        --   refund_issued | other; system: auto_resolved | explained |
+                                        --   pending_expired | still_found | reopened
+    note VARCHAR,
+    old_status VARCHAR,
+    new_status VARCHAR NOT NULL,
+    business_date DATE,                 -- the run's business date (system rows)
+    file_id VARCHAR,                    -- the statement file involved, when one is
+    origin VARCHAR NOT NULL             -- cli | import:<workbook name> | run
+);
+
+-- The members of a many-to-one (settlement batch) break: the transactions behind the lump sum.
+CREATE TABLE discrepancy_members (
+    discrepancy_id VARCHAR NOT NULL,
+    business_date DATE NOT NULL,        -- the run that wrote the break
+    channel VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    txn_type VARCHAR NOT NULL,          -- payment | refund
+    match_key VARCHAR,
+    order_no VARCHAR,
+    refund_no VARCHAR,
+    amount {M} NOT NULL,
+    fee {M},
+    expected_net {M} NOT NULL,          -- signed: payments +, refunds -
+    source VARCHAR                      -- path:line of the statement row
+);
+"""),
 ]
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)

@@ -1,0 +1,115 @@
+"""Information flow: platform orders and refunds against the channel's transaction details.
+
+One full outer join on (channel, match key, occurrence). The platform side is the day's rows plus the
+platform rows of earlier ``missing_in_channel`` breaks still open or pending (carry-over); the channel
+side is the day's statement rows plus the rows of earlier ``missing_in_platform`` breaks. A carried row
+that finds its partner today clears its old break (``auto_resolved``); one that does not stays a break of
+its own day and makes no new one.
+
+Match key (stable, order-number based, so discrepancy ids do not change):
+- platform: ``payment:<order_no>``, ``refund:<refund_no>``;
+- channel: the channel's transaction id (refund id for refunds) looked up among the platform rows in
+  play (``platform_orders.channel_txn_id``) gives the platform's order (refund) number; where the channel
+  id is unknown to the platform, the merchant order (refund) number the channel printed; where there is
+  none, the channel's own id. So the channel's id wins, the merchant number is the fallback.
+Each refund has its own key, so several partial refunds of one order pair one by one.
+Occurrence numbers pair repeated keys one-to-one; a key's extra rows on one side are ``duplicate``.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+# Platform status -> the channel statuses that agree with it.
+COMPATIBLE_STATUS_SQL = """
+    (p.status = 'success' AND c.status IN ('success', 'refunded'))
+ OR (p.status IN ('closed', 'failed') AND c.status IN ('revoked', 'closed', 'failed'))
+ OR (p.status = 'pending' AND c.status = 'processing')
+"""
+
+
+def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
+    """TEMP TABLE info_pairs: one row per (channel, match_key, occurrence) with its outcome."""
+    con.execute("""
+CREATE OR REPLACE TEMP TABLE p AS
+WITH own AS (
+    SELECT po.*, NULL::VARCHAR AS carried_id
+    FROM platform_orders po JOIN channel_params cp USING (channel)
+    WHERE po.business_date = $d AND cp.has_trade
+), carried AS (
+    SELECT po.*, k.discrepancy_id AS carried_id
+    FROM carry k JOIN platform_orders po
+      ON po.business_date = k.business_date AND po.channel = k.channel
+     AND po.source_table || ':' || po.source_key = k.platform_source
+    WHERE k.flow = 'information' AND k.type = 'missing_in_channel'
+), rows AS (SELECT * FROM own UNION ALL SELECT * FROM carried)
+SELECT *, row_number() OVER (PARTITION BY channel, match_key ORDER BY event_time, business_date, source_key) AS occ
+FROM (SELECT *, CASE order_type WHEN 'payment' THEN 'payment:' || order_no ELSE 'refund:' || refund_no END
+                AS match_key FROM rows)
+""", {"d": d})
+    con.execute("""
+CREATE OR REPLACE TEMP TABLE c AS
+WITH own AS (
+    SELECT ct.*, lf.path, NULL::VARCHAR AS carried_id
+    FROM channel_transactions ct JOIN loaded_files lf USING (file_id)
+    WHERE ct.business_date = $d AND lf.status = 'active'
+), carried AS (
+    SELECT ct.*, lf.path, k.discrepancy_id AS carried_id
+    FROM carry k JOIN channel_transactions ct ON ct.file_id = k.file_id AND ct.line_no = k.line_no
+    JOIN loaded_files lf ON lf.file_id = ct.file_id
+    WHERE k.flow = 'information' AND k.type = 'missing_in_platform' AND lf.status = 'active'
+), rows AS (SELECT * FROM own UNION ALL SELECT * FROM carried),
+ids AS (   -- the channel's id -> the platform's number, among the platform rows in play
+    SELECT channel, order_type, channel_txn_id,
+           min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k
+    FROM p WHERE channel_txn_id IS NOT NULL GROUP BY ALL
+), keyed AS (
+    SELECT r.*,
+           CASE r.txn_type WHEN 'payment' THEN 'payment:' || coalesce(i.k, r.merchant_order_no, r.channel_txn_id)
+                ELSE 'refund:' || coalesce(i.k, r.merchant_refund_no, r.channel_refund_id,
+                                           coalesce(r.merchant_order_no, r.channel_txn_id) || '@' || r.amount)
+           END AS match_key
+    FROM rows r LEFT JOIN ids i
+      ON i.channel = r.channel AND i.order_type = r.txn_type
+     AND i.channel_txn_id = CASE r.txn_type WHEN 'payment' THEN r.channel_txn_id ELSE r.channel_refund_id END
+)
+SELECT *, row_number() OVER (PARTITION BY channel, match_key ORDER BY txn_time, business_date, file_id, line_no)
+          AS occ
+FROM keyed
+""", {"d": d})
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE info_pairs AS
+SELECT coalesce(p.channel, c.channel) AS channel,
+       coalesce(p.match_key, c.match_key) AS match_key,
+       coalesce(p.occ, c.occ) AS occ,
+       coalesce(p.order_type, c.txn_type) AS txn_type,
+       coalesce(p.order_no, c.merchant_order_no, c.channel_txn_id) AS order_no,
+       coalesce(p.refund_no, c.merchant_refund_no) AS refund_no,
+       p.merchant_id, p.amount AS p_amount, c.amount AS c_amount, p.currency AS p_currency,
+       c.currency AS c_currency, p.status AS p_status, c.status AS c_status, c.fee AS c_fee,
+       p.event_time, c.txn_time,
+       p.source_table || ':' || p.source_key AS platform_source,
+       c.path || ':' || c.line_no AS channel_source, c.file_id, c.line_no,
+       p.carried_id AS p_carried, c.carried_id AS c_carried,
+       p.match_key IS NOT NULL AS has_p, c.match_key IS NOT NULL AS has_c,
+       -- at the cut-off: the other side may have put this row on a neighbouring day
+       (p.event_time < cp.cut_lo_p OR p.event_time >= cp.cut_hi_p) AS p_at_cut,
+       (c.txn_time < cp.day_lo_c OR c.txn_time >= cp.day_hi_c) AS c_at_cut,
+       round(p.amount * cp.fee_rate, 2) AS contract_fee,     -- round(): half away from zero = half-up here
+       cp.fee_rate, cp.tolerance, cp.pending_days,
+       CASE
+         WHEN p.match_key IS NULL AND c.occ > 1 THEN 'duplicate'
+         WHEN c.match_key IS NULL AND p.occ > 1 THEN 'duplicate'
+         WHEN p.match_key IS NULL THEN CASE WHEN c.status IN ('success', 'refunded') THEN 'missing_in_platform' END
+         WHEN c.match_key IS NULL THEN CASE WHEN p.status = 'success' THEN 'missing_in_channel' END
+         WHEN p.currency <> c.currency THEN 'currency_mismatch'
+         WHEN NOT ({COMPATIBLE_STATUS_SQL}) THEN 'status_mismatch'
+         WHEN abs(c.amount - p.amount) > cp.tolerance THEN 'amount_mismatch'
+         WHEN p.order_type = 'payment' AND cp.fee_rate IS NOT NULL AND c.fee IS NOT NULL
+              AND c.fee <> round(p.amount * cp.fee_rate, 2) THEN 'fee_mismatch'
+         WHEN p.status = 'success' THEN 'matched'
+       END AS outcome
+FROM p FULL OUTER JOIN c ON p.channel = c.channel AND p.match_key = c.match_key AND p.occ = c.occ
+JOIN channel_params cp ON cp.channel = coalesce(p.channel, c.channel)
+""")
