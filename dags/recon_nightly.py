@@ -1,0 +1,72 @@
+"""The nightly reconciliation: per channel wait -> fetch -> verify, then reconcile + settle, report, publish.
+
+Thin on purpose: every step is a function of ``recon.orchestration`` (the same pipeline code ``recon run``
+uses). At parse time the DAG reads only the local YAML config named by RECON_CONFIG (or the Airflow
+Variable ``recon_config``) for its schedule; no network, no database. Conventions: docs/deploy.md.
+"""
+from __future__ import annotations
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
+
+from recon import orchestration as steps
+
+S = steps.dag_settings()
+
+default_args = {
+    "retries": S.retries,                      # used only by transient faults: the rest fail at once
+    "retry_delay": S.retry_delay,
+    "retry_exponential_backoff": 2.0,          # 1, 2, 4 ... x retry_delay, capped below
+    "max_retry_delay": S.max_retry_delay,
+    "on_failure_callback": steps.notify_failure,
+}
+
+
+@dag(
+    dag_id=steps.DAG_ID,
+    # A cron *data interval* in the platform time zone: the run firing at 10:30 on D+1 covers
+    # [D 10:30, D+1 10:30) and reconciles business date D (steps.business_date_of).
+    schedule=CronDataIntervalTimetable(S.cron, timezone=S.timezone),
+    start_date=S.start_date,
+    catchup=S.catchup,
+    max_active_runs=1,                         # days run in order: one day's carry-over feeds the next
+    default_args=default_args,
+    tags=["payrecon"],
+    doc_md=__doc__,
+)
+def recon_nightly():
+    @task
+    def plan() -> list[str]:
+        return steps.plan()
+
+    @task.sensor(mode="reschedule", poke_interval=S.poke_interval_seconds,
+                 timeout=S.deadline_seconds + S.poke_interval_seconds + 60)   # backstop; the poke enforces it
+    def fetch(channel: str):
+        return steps.wait_and_fetch(channel)
+
+    @task
+    def verify(channel: str, landed: list[dict]) -> list[dict]:
+        return steps.verify(channel)
+
+    @task_group
+    def per_channel(channel: str):
+        # Mapped group: each channel waits, fetches and verifies on its own; a late one holds no other.
+        return verify(channel, fetch(channel))
+
+    # trigger_rule all_success (the default): one channel missing = no reconciliation, no partial publish.
+    @task(pool=S.pool)
+    def reconcile_and_settle(verified: list[list[dict]]) -> dict:
+        return steps.reconcile_and_settle()
+
+    @task(pool=S.pool)
+    def report(summary: dict) -> dict[str, str]:
+        return steps.report()
+
+    @task(pool=S.pool)
+    def publish(outputs: dict[str, str]) -> str:
+        return steps.publish()
+
+    verified = per_channel.expand(channel=plan())
+    publish(report(reconcile_and_settle(verified)))
+
+
+recon_nightly()
