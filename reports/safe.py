@@ -67,8 +67,8 @@ def mask_text(text: str | None) -> str | None:
     if not text:
         return text
     text = _CN_ID.sub(lambda m: _mask_digits(m.group(0)), text)
+    text = _MOBILE.sub(_mask_mobile, text)  # before cards: +86 and 11 digits would look like 13 digits
     text = _PAN.sub(_mask_pan, text)
-    text = _MOBILE.sub(_mask_mobile, text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return text
 
