@@ -321,6 +321,10 @@ def start_paramiko(workdir: Path, root: Path, password: str | None = None, note:
 
     def stop() -> None:
         stopping.set()
+        try:
+            listener.shutdown(socket.SHUT_RDWR)     # wakes the accept() in the serving thread
+        except OSError:
+            pass
         listener.close()
         for t in transports:
             t.close()
@@ -637,6 +641,45 @@ def https_server(tmp_path_factory):
         server.close()
 
 
-__all__ = ["FaultProxy", "HttpServer", "RecordedRequest", "Reply", "SshServer", "fault_proxy_factory",
+__all__ = ["FaultProxy", "HttpServer", "fetch_config", "sftp_source", "landing_leftovers", "RecordedRequest", "Reply", "SshServer", "fault_proxy_factory",
            "free_port", "http_server", "https_server", "make_tls_cert", "paramiko_sftp_server", "sftp_server",
            "sha256_fingerprint", "start_openssh", "start_paramiko", "start_ssh_server"]
+
+
+# ----------------------------------------------------------------------------- config helpers
+def fetch_config(tmp_path: Path, source: dict, channel: str = "bank_icbc", kind: str = "bank",
+                 fmt: str = "icbc_csv", optional: bool = False):
+    """A minimal validated Config with one channel whose one statement comes from ``source``."""
+    from recon.config import parse_config
+    raw = {"warehouse": str(tmp_path / "warehouse.duckdb"), "output_dir": str(tmp_path / "out"),
+           "landing_dir": str(tmp_path / "landing"), "internal_source": {"url": "sqlite:///:memory:"},
+           "channels": [{"name": channel, "statements": [
+               {"kind": kind, "format": fmt, "source": source, "optional": optional}]}]}
+    return parse_config(raw)
+
+
+def sftp_source(server: SshServer, rel_path: str, **overrides) -> dict:
+    """An ``sftp`` source block for ``server`` (key auth, known_hosts, short timeouts for tests)."""
+    src = {"type": "sftp", "host": server.host, "port": server.port, "username": server.username,
+           "remote_path": server.remote(rel_path), "known_hosts": str(server.known_hosts),
+           "private_key": str(server.client_key), "connect_timeout": 5, "transfer_timeout": 30,
+           "retries": 2, "backoff_base": 0.5, "backoff_max": 2}
+    src.update(overrides)
+    return {k: v for k, v in src.items() if v is not None}
+
+
+def landing_leftovers(landing: Path) -> list[str]:
+    """Files in a landing zone outside manifest-listed objects: temp files, partial downloads, staging."""
+    import json
+    listed = set()
+    manifest = landing / "manifest.jsonl"
+    if manifest.exists():
+        for ln in manifest.read_text(encoding="utf-8").splitlines():
+            e = json.loads(ln)
+            listed.add(str(landing / "objects" / e["sha256"][:2] / e["sha256"] / e["original_name"]))
+    out = []
+    if landing.exists():
+        for p in landing.rglob("*"):
+            if p.is_file() and p != manifest and str(p) not in listed:
+                out.append(str(p.relative_to(landing)))
+    return sorted(out)

@@ -139,7 +139,12 @@ class SftpFetcher:
                 raise TransientFetchError(f"{self._where()}: SSH handshake failed: {exc}") from None
             except (OSError, EOFError) as exc:
                 raise TransientFetchError(f"{self._where()}: connection lost during the handshake: {exc}") from None
-            self._check_host_key(transport.get_remote_server_key(), known)
+            try:          # start_client returns silently when its timeout passes before the key exchange ends
+                server_key = transport.get_remote_server_key()
+            except paramiko.SSHException:
+                raise TransientFetchError(f"{self._where()}: SSH handshake timed out after "
+                                          f"{t.connect_timeout}s (no banner or key exchange)") from None
+            self._check_host_key(server_key, known)
             self._authenticate(transport, creds)
             return transport
         except BaseException:
@@ -250,6 +255,8 @@ class SftpFetcher:
                          if s)
         names = sorted(n for n, a in entries.items()
                        if fnmatch.fnmatchcase(n, pattern) and stat.S_ISREG(a.st_mode or 0)
+                       and (pattern.startswith(".") or not n.startswith("."))   # like a shell glob: uploads
+                       # in progress are often hidden (".name.part"); never pick those up
                        and not (suffixes and n.endswith(suffixes)))
         if not names:
             raise NotYetAvailable(f"{self._where()}: no file matches {remote} (yet)")
