@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "recon.commands.settlement",
     "recon.commands.report",
     "recon.commands.sql",
+    "recon.commands.generate",
     "recon.commands.resolve",
 ]
 
