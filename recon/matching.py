@@ -191,7 +191,9 @@ WITH m AS (
 SELECT discrepancy_id, bdate, channel, flow, type, match_key, platform_amount, channel_amount, difference,
        currency,
        CASE WHEN keep THEN o_status WHEN explanation IS NOT NULL THEN 'resolved'
-            WHEN pend_until > $d THEN 'pending' ELSE 'open' END,
+            -- pending until pend_until, as of the latest day the break was seen (a rerun of a past day
+            -- keeps what later days learnt)
+            WHEN pend_until > last_seen THEN 'pending' ELSE 'open' END,
        first_seen, last_seen,
        CASE WHEN keep THEN o_resolved_date WHEN explanation IS NOT NULL THEN $d END,
        CASE WHEN keep THEN o_note WHEN explanation IS NOT NULL THEN 'explained: ' || explanation END,
@@ -215,7 +217,8 @@ WHERE d.discrepancy_id = cc.discrepancy_id
 """, p)
     con.execute("""
 UPDATE discrepancies d SET
-       status = CASE WHEN d.timing AND d.pending_until > $d THEN 'pending' ELSE 'open' END,
+       status = CASE WHEN d.timing AND d.pending_until > greatest(d.last_seen_date, $d) THEN 'pending'
+                     ELSE 'open' END,
        last_seen_date = greatest(d.last_seen_date, $d),
        resolved_date = NULL, resolved_by = NULL, resolution_action = NULL, resolved_at = NULL,
        resolved_by_file = NULL, resolved_by_source = NULL, resolution_note = NULL
