@@ -550,7 +550,8 @@ class HttpServer:
             ctx.load_cert_chain(cert, key)
             self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
             self.scheme = "https"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="http-server")
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name="http-server")
         self._thread.start()
 
     def url(self, path: str) -> str:
