@@ -100,6 +100,7 @@ class WorldSpec:
     merchants: int = 20
     platform_db: bool = True
     backend: str = "fast"           # fast | writers (loaders.writers, small worlds)
+    parallel_db: bool = True        # write platform.db in a second process (same draws, same rows)
 
 
 def _pick(rng: np.random.Generator, code: np.ndarray, ch: np.ndarray, k: int, allowed: tuple[int, ...]) -> np.ndarray:
@@ -142,6 +143,7 @@ class World:
         self.bank_balance = 500_000_000
         self.nets: dict[date, dict[str, int]] = {}
         self.restate_day = min(1, spec.days - 1)
+        self.files_too = True
 
     # ------------------------------------------------------------------ paths
     def paths(self, d: date) -> dict[str, Path]:
@@ -165,7 +167,13 @@ class World:
         for sub in ("wechat", "alipay", "unionpay", "bank"):
             (self.out / "channels" / sub).mkdir(parents=True, exist_ok=True)
         (self.out / "restated" / "wechat").mkdir(parents=True, exist_ok=True)
-        self.db = _PlatformDb(self.out / "platform.db") if sp.platform_db else None
+        child, self.db = None, None
+        if sp.platform_db and sp.parallel_db:
+            import multiprocessing
+            child = multiprocessing.get_context("spawn").Process(target=_platform_only, args=(sp,), daemon=True)
+            child.start()
+        elif sp.platform_db:
+            self.db = _PlatformDb(self.out / "platform.db")
         carry = Carry()
         for j in range(sp.days):
             d = sp.start + timedelta(days=j)
@@ -180,6 +188,10 @@ class World:
             self.files.append(str(path.relative_to(self.out)))
         if self.db:
             self.db.finish()
+        if child:
+            child.join()
+            if child.exitcode != 0:
+                raise RuntimeError(f"writing {self.out / 'platform.db'} failed (exit code {child.exitcode})")
         self._write_truth()
         from recon.generate.config import write_config, write_postgres_loader
         write_config(self.out, sp)
@@ -214,6 +226,12 @@ class World:
             code[idx] = c
         code[_pick(rng, code, ch, _count(sp.refund_rate, n), (0, 1))] = REFUND
 
+        if not self.files_too:                  # the platform database only (a second process)
+            nch = max(1, -(-n // sp.chunk_rows))
+            for i in range(nch):
+                lo, hi = i * n // nch, (i + 1) * n // nch
+                self.chunk(j, d, i, nch, np.arange(lo, hi, dtype=np.int64), ch[lo:hi], code[lo:hi], None, None)
+            return carry
         p = self.paths(d)
         B = F.BACKENDS[sp.backend]
         w = {"wechat_trade": B["wechat_trade"](p["wechat_trade"], FEE_RATES["wechat"]),
@@ -310,6 +328,8 @@ class World:
                 pc.binary_join_element_wise("F" + yymmdd + "R", zpad(seq[r], 9), ""), names.filter(rm),
                 order.filter(rm), refund_no.filter(rm), pa.array(["out"] * int(r.sum())), yuan(ramt[r]),
                 pa.array(["CNY"] * int(r.sum())), stamp(d, rsec[r])])
+        if w is None:
+            return
 
         # ---------------------------------------------------------- the channels
         up = (delta % 2 == 1)
@@ -420,6 +440,16 @@ class World:
                 add(d, "funds", "short", o, a, a - int(delta[v]))
             elif c == 11:
                 add(d, "information", "missing_in_channel", key, a, None, "withdrawn", superseded=True)
+
+
+def _platform_only(spec: WorldSpec) -> None:
+    """The platform database of ``spec``, alone: the same draws as the statements, in another process."""
+    world = World(spec)
+    world.files_too = False
+    world.db = _PlatformDb(world.out / "platform.db")
+    for j in range(spec.days):
+        world.day(j, spec.start + timedelta(days=j), Carry())
+    world.db.finish()
 
 
 def _ids(prefix: str, seq: np.ndarray) -> pa.Array:
