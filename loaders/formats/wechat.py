@@ -1,206 +1,307 @@
-"""WeChat Pay trade bill (ALL / SUCCESS / REFUND, v2 and v3) and fund-flow bill.
+"""WeChat Pay trade bill (ALL / SUCCESS / REFUND, v2 and v3, optional gzip) and fund-flow bill
+(BASIC / OPERATION / FEES).
 
 Every value carries a leading backtick; the last two lines are a summary
-header and its values. Columns are found by header name.
+header and its values, checked against the parsed rows. Columns are found by
+header name. ``NO_STATEMENT_EXIST`` (or an empty / header-only file) is a
+valid day without a statement.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from loaders.base import (
-    FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, HeaderMap, ParsedFile, RowBuilder, RowError,
-    decode, iter_csv, lines_of, money, norm_header, read_bytes, register,
+    FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, money, norm_header, register,
+)
+from loaders.formats._tabular import (
+    Batch, Collector, Cols, Errors, Extra, Reader, _RetryEncoding, as_bool, const, drive, footer_check,
+    map_values, msum, neg, extras_batch, cols_for, source_for, sub, to_money, to_time, without_blank, zeros,
 )
 
 NO_STATEMENT = "NO_STATEMENT_EXIST"
-TRADE_STATUS = {"SUCCESS": "success", "REFUND": "refunded", "REVOKED": "revoked", "CLOSED": "closed"}
+TRADE_STATUS = {"SUCCESS": "success", "REFUND": "refunded", "REVOKED": "revoked", "CLOSED": "closed",
+                "PAYERROR": "failed", "NOTPAY": "processing", "USERPAYING": "processing"}
 REFUND_STATUS = {"SUCCESS": "success", "PROCESSING": "processing", "FAIL": "failed", "CHANGE": "failed",
-                 "REFUNDCLOSE": "closed", "ABNORMAL": "failed"}
+                 "REFUNDCLOSE": "closed", "ABNORMAL": "failed", "": "success"}
 
 
-def _clean(value: str) -> str:
-    return value.strip().lstrip("`").strip()
+def _find_header(first: str):
+    def find(line_no: int, text: str) -> str:
+        if NO_STATEMENT in text:
+            return "empty"
+        if not text.strip():
+            return "skip"
+        if norm_header(text.split(",")[0]) == norm_header(first):
+            return "header"
+        raise FileError("", f"expected the column header starting with {first}, found {text[:60]!r}",
+                        line_no=line_no)
+    return find
 
 
-def _time(value: str, fieldname: str) -> datetime | None:
-    if not value:
-        return None
+def _reader(path: Path, opts: dict[str, Any], first: str) -> Reader:
+    src = source_for(path, lambda n: n.lower().endswith((".csv", ".txt")) or "." not in n, "bill")
     try:
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        raise RowError(fieldname, f"not a time (YYYY-MM-DD hh:mm:ss): {value!r}") from None
+        return Reader(src, encoding=opts.get("encoding"), quote=False, find_header=_find_header(first))
+    except FileError as exc:
+        if not exc.path:
+            raise FileError(src.label, str(exc).split(": ", 1)[-1], line_no=exc.line_no) from None
+        raise
 
 
-def _split(path: Path, opts: dict[str, Any], summary_first: str):
-    """Header, body lines and the summary (header, values) of a WeChat bill."""
-    text = decode(path, read_bytes(path), opts.get("encoding"))
-    lines = [(i + 1, ln) for i, ln in enumerate(lines_of(text))]
-    content = [(n, ln) for n, ln in lines if ln.strip()]
-    if not content or content[0][1].strip().strip("`") == NO_STATEMENT:
-        return None, [], None
-    header_no, header_line = content[0]
-    header = next(iter_csv([(header_no, header_line)]))[2]
-    body, summary = content[1:], None
-    for idx, (n, ln) in enumerate(body):
-        if norm_header(ln.split(",")[0]) == summary_first:
-            if idx + 1 < len(body):
-                summary = (body[idx], body[idx + 1])
-            else:
-                raise FileError(path, "summary header has no values line", line_no=n)
-            body = body[:idx] + body[idx + 2:]
+def _empty(path: Path, fmt: str, kind: str, schema, reason: str) -> ParsedFile:
+    return ParsedFile(path, fmt, kind, schema.empty_table(), empty_day=True,
+                      footer=FooterCheck(True, reason, 0, Decimal("0.00"), 0, Decimal("0.00")))
+
+
+def _split_extras(rd: Reader, summary_first: str, out: Collector, lenient: list[Extra]):
+    """Find the summary (header, values) among the odd-width lines; quarantine the rest."""
+    summary = None
+    extras = [e for e in rd.extras if e.text.strip()]
+    for k, e in enumerate(extras):
+        if norm_header(e.text.split(",")[0].strip().strip("`")) == norm_header(summary_first):
+            if k + 1 >= len(extras):
+                raise FileError(rd.source.label, "summary header has no values line", line_no=e.line_no)
+            summary = (e, extras[k + 1])
+            rest = extras[:k] + extras[k + 2:]
             break
-    return HeaderMap(path, header, header_no), body, summary
+    else:
+        rest = extras
+    for e in rest:
+        fields = e.text.split(",")
+        if len(fields) == rd.width + 1 and not fields[-1].strip():
+            lenient.append(e)           # a trailing comma after the last value: harmless
+        else:
+            out.reject(e.line_no, None, f"expected {rd.width} columns, found {len(fields)}", e.text)
+    return summary
 
 
-def _summary_values(summary) -> dict[str, str]:
-    (_, head), (_, vals) = summary
-    names = [norm_header(h) for h in next(iter_csv([(0, head)]))[2]]
-    values = [_clean(v) for v in next(iter_csv([(0, vals)]))[2]]
+def _summary_values(summary: tuple[Extra, Extra]) -> dict[str, str]:
+    head, vals = summary
+    names = [norm_header(h) for h in head.text.split(",")]
+    values = [v.strip().lstrip("`").strip() for v in vals.text.split(",")]
     return dict(zip(names, values))
 
 
-def _empty(path: Path, fmt: str, kind: str, schema) -> ParsedFile:
-    return ParsedFile(path, fmt, kind, RowBuilder(schema).table(), empty_day=True,
-                      footer=FooterCheck(True, "no statement for this day (NO_STATEMENT_EXIST / empty file)", 0,
-                                         Decimal("0.00"), 0, Decimal("0.00")))
-
-
-def _footer(checks: list[tuple[str, Any, Any]]) -> FooterCheck:
-    bad = [f"{name}: file says {declared}, rows give {parsed}" for name, declared, parsed in checks
-           if declared != parsed]
-    rows = next((d for n, d, _ in checks if n == "rows"), None)
-    prow = next((p for n, _, p in checks if n == "rows"), None)
-    amount = next((d for n, d, _ in checks if isinstance(d, Decimal)), None)
-    pamount = next((p for _, d, p in checks if isinstance(d, Decimal)), None)
-    if bad:
-        return FooterCheck(False, "; ".join(bad), rows, amount, prow, pamount)
-    return FooterCheck(True, "totals agree: " + ", ".join(f"{n} {p}" for n, _, p in checks), rows, amount,
-                       prow, pamount)
-
-
-def _decl(values: dict[str, str], name: str, path: Path, as_int: bool = False):
+def _decl(values: dict[str, str], name: str, label: str, as_int: bool = False):
     raw = values.get(norm_header(name))
     if raw is None:
         return None
     try:
         return int(raw) if as_int else money(raw, name)
-    except (ValueError, RowError):
-        raise FileError(path, f"summary value {name} is not a number: {raw!r}") from None
+    except ValueError:
+        raise FileError(label, f"summary value {name} is not a number: {raw!r}") from None
 
 
-@register("wechat_trade", "trade", detect=lambda head: head.lstrip(b"\xef\xbb\xbf").startswith(
-    "交易时间,公众账号ID".encode()), description="WeChat Pay trade bill (ALL/SUCCESS/REFUND)")
+def _with_encoding_retry(fn):
+    def wrapper(path: Path, opts: dict[str, Any]) -> ParsedFile:
+        try:
+            return fn(path, opts)
+        except _RetryEncoding:
+            return fn(path, {**opts, "encoding": "gb18030"})
+    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+    return wrapper
+
+
+def _detect_trade(head: bytes) -> bool:
+    h = head.lstrip(b"\xef\xbb\xbf")
+    return h.startswith("交易时间,公众账号ID".encode()) or h.startswith("交易时间,公众账号ID".encode("gbk"))
+
+
+def _detect_fundflow(head: bytes) -> bool:
+    h = head.lstrip(b"\xef\xbb\xbf")
+    return h.startswith("记账时间,微信支付业务单号".encode()) or h.startswith("记账时间,微信支付业务单号".encode("gbk"))
+
+
+@register("wechat_trade", "trade", detect=_detect_trade, description="WeChat Pay trade bill (ALL/SUCCESS/REFUND)")
+@_with_encoding_retry
 def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
-    hm, body, summary = _split(path, opts, "总交易单数")
-    if hm is None:
-        return _empty(path, "wechat_trade", "trade", TRADE_SCHEMA)
-    c = {
-        "time": hm.need("交易时间"), "txn": hm.need("微信订单号"), "order": hm.need("商户订单号"),
-        "status": hm.need("交易状态"), "mch": hm.find("特约商户号"), "mch0": hm.find("商户号"),
-        "ccy": hm.find("货币种类"), "settle": hm.find("应结订单金额"), "total": hm.find("订单金额"),
-        "rid": hm.find("微信退款单号"), "rno": hm.find("商户退款单号"), "ramt": hm.find("退款金额"),
-        "rstatus": hm.find("退款状态"), "fee": hm.find("手续费"), "goods": hm.find("商品名称"),
-    }
-    if c["settle"] is None and c["total"] is None:
-        raise FileError(path, "header has neither 应结订单金额 nor 订单金额", line_no=hm.line_no)
-    out = RowBuilder(TRADE_SCHEMA)
-    settle_sum = refund_sum = fee_sum = Decimal("0.00")
+    """WeChat Pay trade bill (ALL/SUCCESS/REFUND)."""
+    rd = _reader(path, opts, "交易时间")
+    if rd.empty or rd.header is None:
+        return _empty(path, "wechat_trade", "trade", TRADE_SCHEMA,
+                      "no statement for this day (NO_STATEMENT_EXIST / empty file)")
+    index = rd.header_map(lambda h: h.strip("`"))
+    need = ["交易时间", "微信订单号", "商户订单号", "交易状态"]
+    for name in need:
+        if norm_header(name) not in index:
+            raise FileError(rd.source.label, f"header has no column {name!r}", line_no=rd.header_line)
+    if norm_header("应结订单金额") not in index and norm_header("订单金额") not in index:
+        raise FileError(rd.source.label, "header has neither 应结订单金额 nor 订单金额", line_no=rd.header_line)
+    refund_layout = norm_header("退款申请时间") in index
+    cols_for(rd, index, "交易时间", "微信订单号", "商户订单号", "交易状态", "应结订单金额", "订单金额", "手续费", "退款金额",
+             "申请退款金额", "退款成功时间", "退款状态", "特约商户号", "商户号", "货币种类", "微信退款单号", "商户退款单号",
+             "商品名称")
+    out = Collector(TRADE_SCHEMA, rd.source)
+    sums = {"settle": Decimal("0.00"), "refund": Decimal("0.00"), "fee": Decimal("0.00"),
+            "order": Decimal("0.00"), "req": Decimal("0.00")}
+    default_ccy = opts.get("currency", "CNY")
 
-    def get(f: list[str], key: str) -> str:
-        i = c[key]
-        return _clean(f[i]) if i is not None and i < len(f) else ""
+    def process(batch: Batch) -> None:
+        batch = without_blank(batch)
+        n = batch.table.num_rows
+        if n == 0:
+            return
+        errs = Errors(n)
+        c = Cols(batch, index, rd, errs)
+        status = c.get("交易状态")
+        is_refund = as_bool(pc.equal(status, "REFUND"))
+        if refund_layout:
+            is_refund |= True
+        errs.mark(as_bool(pc.invert(pc.is_in(status, value_set=pa.array(list(TRADE_STATUS))))), "交易状态",
+                  lambda i: f"unknown status {status[i].as_py()!r}")
+        txn = c.get("微信订单号")
+        errs.mark(as_bool(pc.equal(txn, "")), "微信订单号", "empty 微信订单号")
+        settle = to_money(c.get("应结订单金额"), "应结订单金额", errs, blank_zero=True) if c.has("应结订单金额") else None
+        total = to_money(c.get("订单金额"), "订单金额", errs, blank_zero=True) if c.has("订单金额") else settle
+        if c.has("订单金额"):
+            errs.mark(as_bool(pc.equal(c.get("订单金额"), "")) & ~is_refund, "订单金额", "empty amount")
+        if settle is None:
+            settle = total
+        zero = zeros(n)
+        fee = to_money(c.get("手续费"), "手续费", errs, blank_zero=True) if c.has("手续费") else zero
+        if c.has("退款金额"):
+            ramt = to_money(c.get("退款金额"), "退款金额", errs, blank_zero=True)
+            errs.mark(as_bool(pc.equal(c.get("退款金额"), "")) & is_refund, "退款金额", "empty amount")
+        else:
+            ramt = zero
+            errs.mark(is_refund, "退款金额", "a refund row but the bill has no 退款金额 column")
+        req = to_money(c.get("申请退款金额"), "申请退款金额", errs, blank_zero=True) if c.has("申请退款金额") else zero
+        refund_mask = pa.array(is_refund)
+        when = to_time(c.get("交易时间"), "交易时间", errs, required=True)
+        if c.has("退款成功时间"):
+            done = to_time(c.get("退款成功时间"), "退款成功时间", errs)
+            when = pc.if_else(pc.and_(refund_mask, pc.is_valid(done)), done, when)
+        pay_status = map_values(status, {k: v for k, v in TRADE_STATUS.items()})
+        rstatus_raw = c.get("退款状态")
+        if rstatus_raw is not None:
+            rstatus = pc.coalesce(map_values(rstatus_raw, REFUND_STATUS), pa.scalar("processing"))
+        else:
+            rstatus = const(n, "success")
+        sub_mch, mch = c.get("特约商户号"), c.get("商户号")
+        if sub_mch is not None and mch is not None:
+            mch_id = pc.if_else(pc.is_in(sub_mch, value_set=pa.array(["", "0"])), mch, sub_mch)
+        else:
+            mch_id = sub_mch if sub_mch is not None else mch
+        ccy = c.text("货币种类")
+        cols = {
+            "txn_type": pc.if_else(refund_mask, "refund", "payment"),
+            "channel_txn_id": c.text("微信订单号"),
+            "merchant_order_no": c.text("商户订单号"),
+            "channel_refund_id": pc.if_else(refund_mask, c.text("微信退款单号"), pa.scalar(None, pa.string())),
+            "merchant_refund_no": pc.if_else(refund_mask, c.text("商户退款单号"), pa.scalar(None, pa.string())),
+            "channel_merchant_id": pc.if_else(pc.equal(mch_id, ""), pa.scalar(None, pa.string()), mch_id)
+            if mch_id is not None else None,
+            "status": pc.if_else(refund_mask, rstatus, pay_status),
+            "currency": pc.coalesce(ccy, pa.scalar(default_ccy)),
+            "amount": pc.if_else(refund_mask, ramt, total),
+            "fee": fee,
+            "net": pc.if_else(refund_mask, sub(neg(ramt), fee), sub(settle, fee)),
+            "txn_time": when,
+            "description": c.text("商品名称"),
+        }
+        out.add(cols, batch.lines, errs)
+        keep = ~errs.bad
+        sums["settle"] += msum(settle, keep)
+        sums["fee"] += msum(fee, keep)
+        sums["refund"] += msum(ramt, keep)
+        sums["order"] += msum(total, keep & ~is_refund) if c.has("订单金额") else Decimal("0.00")
+        sums["req"] += msum(req, keep)
 
-    for line_no, raw, f in iter_csv(body):
-        if len(f) != hm.width and not (len(f) == hm.width + 1 and not f[-1].strip()):
-            out.reject(line_no, raw, None, f"expected {hm.width} columns, found {len(f)}")
-            continue
+    def reset() -> None:
+        out.reset()
+        for k in sums:
+            sums[k] = Decimal("0.00")
 
-        def build() -> dict[str, Any]:
-            status = get(f, "status")
-            if status not in TRADE_STATUS:
-                raise RowError("交易状态", f"unknown status {status!r}")
-            settle = money(get(f, "settle"), "应结订单金额", blank_is_zero=True) if c["settle"] is not None else None
-            total = money(get(f, "total"), "订单金额") if c["total"] is not None else settle
-            fee = money(get(f, "fee"), "手续费", blank_is_zero=True)
-            mch = get(f, "mch") if get(f, "mch") not in ("", "0") else get(f, "mch0")
-            row = {"channel_txn_id": get(f, "txn"), "merchant_order_no": get(f, "order") or None,
-                   "channel_merchant_id": mch or None, "currency": get(f, "ccy") or "CNY", "fee": fee,
-                   "txn_time": _time(get(f, "time"), "交易时间"), "description": get(f, "goods") or None}
-            if status == "REFUND":
-                ramt = money(get(f, "ramt"), "退款金额")
-                rstatus = get(f, "rstatus")
-                row.update(txn_type="refund", amount=ramt, net=-(ramt) - fee,
-                           channel_refund_id=get(f, "rid") or None, merchant_refund_no=get(f, "rno") or None,
-                           status=REFUND_STATUS.get(rstatus, "success" if not rstatus else "processing"))
-            else:
-                row.update(txn_type="payment", amount=total, net=(settle if settle is not None else total) - fee,
-                           status=TRADE_STATUS[status], settle=settle or Decimal("0.00"))
-            return row
-
-        row = out.try_add(line_no, raw, build)
-        if row:
-            fee_sum += row["fee"]
-            if row["txn_type"] == "refund":
-                refund_sum += row["amount"]
-            else:
-                settle_sum += row["settle"]
+    drive(rd, process, reset)
+    lenient: list[Extra] = []
+    summary = _split_extras(rd, "总交易单数", out, lenient)
+    if lenient:
+        process(extras_batch(rd, lenient, lambda t: t.split(",")))
     table = out.table()
+    quarantine = out.finish_quarantine(rd)
     footer = FooterCheck(None, "file has no summary lines")
     if summary is not None:
         v = _summary_values(summary)
-        checks = [("rows", _decl(v, "总交易单数", path, True), len(out) + len(out.quarantine))]
-        for name, parsed in (("应结订单总金额", settle_sum), ("退款总金额", refund_sum), ("手续费总金额", fee_sum)):
-            declared = _decl(v, name, path)
-            if declared is not None:
-                checks.append((name, declared, parsed))
-        footer = _footer(checks)
-    return ParsedFile(path, "wechat_trade", "trade", table, out.quarantine, footer)
+        label = rd.source.label
+        checks = [("rows", _decl(v, "总交易单数", label, True), table.num_rows + len(quarantine))]
+        for name, parsed in (("应结订单总金额", sums["settle"]), ("退款总金额", sums["refund"]),
+                             ("手续费总金额", sums["fee"]), ("申请退款总金额", sums["req"])):
+            checks.append((name, _decl(v, name, label), parsed))
+        footer = footer_check(checks, len(quarantine))
+    return ParsedFile(path, "wechat_trade", "trade", table, quarantine, footer,
+                      empty_day=table.num_rows == 0 and not quarantine,
+                      meta={"encoding": rd.encoding, "layout": "REFUND" if refund_layout else
+                            ("ALL" if "退款金额" in index or norm_header("退款金额") in index else "SUCCESS")})
 
 
-@register("wechat_fundflow", "funds", detect=lambda head: head.lstrip(b"\xef\xbb\xbf").startswith(
-    "记账时间,微信支付业务单号".encode()), description="WeChat Pay fund-flow bill (BASIC/OPERATION/FEES)")
+@register("wechat_fundflow", "funds", detect=_detect_fundflow,
+          description="WeChat Pay fund-flow bill (BASIC/OPERATION/FEES)")
+@_with_encoding_retry
 def parse_fundflow(path: Path, opts: dict[str, Any]) -> ParsedFile:
-    hm, body, summary = _split(path, opts, "资金流水总笔数")
-    if hm is None:
-        return _empty(path, "wechat_fundflow", "funds", FUNDS_SCHEMA)
-    c = {"time": hm.need("记账时间"), "biz": hm.need("微信支付业务单号"), "flow": hm.need("资金流水单号"),
-         "type": hm.find("业务类型"), "dir": hm.need("收支类型"), "amt": hm.need("收支金额(元)"),
-         "memo": hm.find("备注"), "ref": hm.find("业务凭证号")}
-    out = RowBuilder(FUNDS_SCHEMA)
+    """WeChat Pay fund-flow bill (BASIC/OPERATION/FEES)."""
+    rd = _reader(path, opts, "记账时间")
+    if rd.empty or rd.header is None:
+        return _empty(path, "wechat_fundflow", "funds", FUNDS_SCHEMA,
+                      "no statement for this day (NO_STATEMENT_EXIST / empty file)")
+    index = rd.header_map(lambda h: h.strip("`"))
+    for name in ("记账时间", "微信支付业务单号", "资金流水单号", "收支类型", "收支金额(元)"):
+        if norm_header(name) not in index:
+            raise FileError(rd.source.label, f"header has no column {name!r}", line_no=rd.header_line)
+    cols_for(rd, index, "记账时间", "微信支付业务单号", "资金流水单号", "收支类型", "收支金额(元)", "业务凭证号", "业务类型", "备注")
+    out = Collector(FUNDS_SCHEMA, rd.source)
     sums = {"in": [0, Decimal("0.00")], "out": [0, Decimal("0.00")]}
+    ccy = opts.get("currency", "CNY")
 
-    def get(f: list[str], key: str) -> str:
-        i = c[key]
-        return _clean(f[i]) if i is not None and i < len(f) else ""
+    def process(batch: Batch) -> None:
+        batch = without_blank(batch)
+        n = batch.table.num_rows
+        if n == 0:
+            return
+        errs = Errors(n)
+        c = Cols(batch, index, rd, errs)
+        d = map_values(c.get("收支类型"), {"收入": "in", "支出": "out"})
+        kinds = c.get("收支类型")
+        errs.mark(as_bool(pc.is_null(d)), "收支类型", lambda i: f"expected 收入 or 支出, got {kinds[i].as_py()!r}")
+        amount = to_money(c.get("收支金额(元)"), "收支金额(元)", errs)
+        errs.mark(as_bool(pc.less(amount, pa.scalar(Decimal("0.00"), pa.decimal128(18, 2)))), "收支金额(元)",
+                  "negative amount (收支类型 carries the direction)")
+        when = to_time(c.get("记账时间"), "记账时间", errs, required=True)
+        cols = {"movement_id": c.text("资金流水单号"), "channel_txn_id": c.text("微信支付业务单号"),
+                "reference": c.text("业务凭证号"), "direction": d, "amount": amount, "currency": const(n, ccy),
+                "booked_at": when, "biz_type": c.text("业务类型"), "memo": c.text("备注")}
+        out.add(cols, batch.lines, errs)
+        keep = ~errs.bad
+        is_in = as_bool(pc.equal(d, "in"))
+        for key, mask in (("in", keep & is_in), ("out", keep & ~is_in)):
+            sums[key][0] += int(mask.sum())
+            sums[key][1] += msum(amount, mask)
 
-    for line_no, raw, f in iter_csv(body):
-        if len(f) != hm.width and not (len(f) == hm.width + 1 and not f[-1].strip()):
-            out.reject(line_no, raw, None, f"expected {hm.width} columns, found {len(f)}")
-            continue
+    def reset() -> None:
+        out.reset()
+        for k in sums:
+            sums[k] = [0, Decimal("0.00")]
 
-        def build() -> dict[str, Any]:
-            d = {"收入": "in", "支出": "out"}.get(get(f, "dir"))
-            if d is None:
-                raise RowError("收支类型", f"expected 收入 or 支出, got {get(f, 'dir')!r}")
-            return {"movement_id": get(f, "flow") or None, "channel_txn_id": get(f, "biz") or None,
-                    "reference": get(f, "ref") or None, "direction": d, "amount": money(get(f, "amt"), "收支金额"),
-                    "currency": opts.get("currency", "CNY"), "booked_at": _time(get(f, "time"), "记账时间"),
-                    "biz_type": get(f, "type") or None, "memo": get(f, "memo") or None}
-
-        row = out.try_add(line_no, raw, build)
-        if row:
-            sums[row["direction"]][0] += 1
-            sums[row["direction"]][1] += row["amount"]
+    drive(rd, process, reset)
+    lenient: list[Extra] = []
+    summary = _split_extras(rd, "资金流水总笔数", out, lenient)
+    if lenient:
+        process(extras_batch(rd, lenient, lambda t: t.split(",")))
+    table = out.table()
+    quarantine = out.finish_quarantine(rd)
     footer = FooterCheck(None, "file has no summary lines")
     if summary is not None:
         v = _summary_values(summary)
-        checks = [("rows", _decl(v, "资金流水总笔数", path, True), len(out) + len(out.quarantine)),
-                  ("收入笔数", _decl(v, "收入笔数", path, True), sums["in"][0]),
-                  ("收入金额", _decl(v, "收入金额", path), sums["in"][1]),
-                  ("支出笔数", _decl(v, "支出笔数", path, True), sums["out"][0]),
-                  ("支出金额", _decl(v, "支出金额", path), sums["out"][1])]
-        footer = _footer([ch for ch in checks if ch[1] is not None])
-    return ParsedFile(path, "wechat_fundflow", "funds", out.table(), out.quarantine, footer)
+        label = rd.source.label
+        footer = footer_check([("rows", _decl(v, "资金流水总笔数", label, True), table.num_rows + len(quarantine)),
+                               ("收入笔数", _decl(v, "收入笔数", label, True), sums["in"][0]),
+                               ("收入金额", _decl(v, "收入金额", label), sums["in"][1]),
+                               ("支出笔数", _decl(v, "支出笔数", label, True), sums["out"][0]),
+                               ("支出金额", _decl(v, "支出金额", label), sums["out"][1])], len(quarantine))
+    return ParsedFile(path, "wechat_fundflow", "funds", table, quarantine, footer,
+                      empty_day=table.num_rows == 0 and not quarantine, meta={"encoding": rd.encoding})
