@@ -52,8 +52,16 @@ class World:
                           "fee_rate": "0.006", **c} for c in self.channels],
             "internal_source": {"url": f"sqlite:///{self.root / 'platform.db'}"},
         }
+        self.raw = raw
         self.cfg: Config = parse_config(raw)
         self.con = connect(self.cfg.warehouse)
+
+    def config_file(self) -> Path:
+        """The world's config as a YAML file (for the CLI)."""
+        import yaml
+        path = self.root / "recon.yml"
+        path.write_text(yaml.safe_dump(self.raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        return path
 
     # ---- the platform
     def pay(self, order_no: str, channel: str, amount: str, at: str, *, status: str = "success",
