@@ -1,133 +1,333 @@
-"""Alipay trade bill (业务明细), as a CSV or inside the ZIP Alipay delivers.
+"""Alipay trade bill (业务明细) and fund bill (账务明细), as a bare CSV or straight from the ZIP
+Alipay delivers (GBK content, GBK entry names without the UTF-8 flag, a detail file and a
+``(汇总)`` summary file).
 
-``#`` lines carry the account, the period and the footer totals; text values
-end in a tab; columns are found by header name (ISV variants add columns).
+``#`` lines carry the account, the period and the footer totals; text values end in a
+tab; columns are found by header name (ISV variants add 商户ID, 手续费, 费率, 实收净额).
 """
 from __future__ import annotations
 
+import csv
 import re
-from datetime import date, datetime
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from loaders.base import (
-    TRADE_SCHEMA, FileError, FooterCheck, HeaderMap, ParsedFile, RowBuilder, RowError, decode, iter_csv,
-    lines_of, money, read_bytes, register,
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loaders.base import FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
+from loaders.formats._tabular import (
+    Batch, Collector, Cols, Errors, Reader, Source, _RetryEncoding, as_bool, cols_for, const, decimal_of, drive,
+    footer_check, is_zip, map_values, msum, neg, source_for, sub, to_money, to_time, without_blank, zeros, zip_members,
 )
 
-PERIOD = re.compile(r"起始日期[:：]\[(\d{4})年(\d{2})月(\d{2})日.*?终止日期[:：]\[(\d{4})年(\d{2})月(\d{2})日")
-TOTAL = re.compile(r"#(交易|退款)合计[:：](\d+)笔[,，]商家实收共(-?[\d.,]+)元")
+PERIOD = re.compile(r"起始日期[:：]\s*\[(\d{4})年(\d{1,2})月(\d{1,2})日\s*([\d:]*)\].*?"
+                    r"终止日期[:：]\s*\[(\d{4})年(\d{1,2})月(\d{1,2})日\s*([\d:]*)\]")
+TRADE_TOTAL = re.compile(r"#(交易|退款)合计[:：](\d+)笔[,，]商家实收共([-+]?[\d.,]+)元")
+FUNDS_TOTAL = re.compile(r"#(收入|支出)合计[:：](\d+)笔[,，]共([-+]?[\d.,]+)元")
 TYPES = {"交易": "payment", "退款": "refund"}
+CLEAN = " \t`"
 
 
-def _clean(value: str) -> str:
-    return value.replace("\t", "").strip()
-
-
-def _time(value: str, fieldname: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        raise RowError(fieldname, f"not a time (YYYY-MM-DD hh:mm:ss): {value!r}") from None
-
-
-def _period(comments: list[str]) -> tuple[date, date] | None:
-    for ln in comments:
+def period_of(lines: list[str]) -> tuple[date, date] | None:
+    """[start, end) from ``#起始日期：[…]   终止日期：[…]``; an end at 23:59:59 means the next day."""
+    for ln in lines:
         m = PERIOD.search(ln)
         if m:
-            y1, m1, d1, y2, m2, d2 = map(int, m.groups())
-            return date(y1, m1, d1), date(y2, m2, d2)
+            y1, m1, d1, t1, y2, m2, d2, t2 = m.groups()
+            start, end = date(int(y1), int(m1), int(d1)), date(int(y2), int(m2), int(d2))
+            if t2 and t2.strip() not in ("00:00:00", "0:00:00", ""):
+                end += timedelta(days=1)
+            return start, end
     return None
 
 
-@register("alipay_trade", "trade", detect=lambda head: "#支付宝业务明细查询".encode() in head
-          or "#支付宝业务明细查询".encode("gbk") in head, description="Alipay trade bill (业务明细)")
-def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
-    text = decode(path, read_bytes(path), opts.get("encoding"))
-    lines = [(i + 1, ln) for i, ln in enumerate(lines_of(text))]
-    comments = [ln for _, ln in lines if ln.startswith("#")]
-    data = [(n, ln) for n, ln in lines if ln.strip() and not ln.startswith("#")]
-    if not data:
-        return ParsedFile(path, "alipay_trade", "trade", RowBuilder(TRADE_SCHEMA).table(), empty_day=True,
-                          period=_period(comments), footer=FooterCheck(True, "header-only file: no trades", 0))
-    (hno, hline), body = data[0], data[1:]
-    hm = HeaderMap(path, [_clean(h) for h in next(iter_csv([(hno, hline)]))[2]], hno)
-    c = {"txn": hm.need("支付宝交易号"), "order": hm.need("商户订单号"), "type": hm.need("业务类型"),
-         "goods": hm.find("商品名称"), "done": hm.find("完成时间"), "created": hm.find("创建时间"),
-         "amount": hm.need("订单金额(元)"), "recv": hm.need("商家实收(元)"), "fee": hm.find("服务费(元)"),
-         "refund": hm.find("退款批次号/请求号"), "mch": hm.find("商户ID")}
-    out = RowBuilder(TRADE_SCHEMA)
-    sums = {"payment": [0, Decimal("0.00")], "refund": [0, Decimal("0.00")]}
+def _sources(path: Path, detail: str) -> tuple[Source, Source | None]:
+    """The detail file and (inside a ZIP) its ``(汇总)`` summary file."""
+    if not Path(path).exists():
+        raise FileError(path, "no such file")
+    if not is_zip(Path(path)):
+        return Source(Path(path)), None
+    members = zip_members(Path(path))
+    details = [(n, i) for n, i in members if detail in n and "汇总" not in n and n.lower().endswith(".csv")]
+    if not details:
+        details = [(n, i) for n, i in members if "汇总" not in n and n.lower().endswith(".csv")]
+    if not details:
+        raise FileError(path, f"ZIP has no {detail} CSV (entries: {[n for n, _ in members]})")
+    summaries = [(n, i) for n, i in members if "汇总" in n]
+    d = Source(Path(path), details[0][1], details[0][0])
+    s = Source(Path(path), summaries[0][1], summaries[0][0]) if summaries else None
+    return d, s
 
-    def get(f: list[str], key: str) -> str:
-        i = c[key]
-        return _clean(f[i]) if i is not None and i < len(f) else ""
 
-    for line_no, raw, f in iter_csv(body):
-        if len(f) != hm.width:
-            out.reject(line_no, raw, None, f"expected {hm.width} columns, found {len(f)}")
+def _find_header(line_no: int, text: str) -> str:
+    t = text.strip()
+    if not t or t.startswith("#"):
+        return "skip"
+    return "header"
+
+
+def _reader(src: Source, opts: dict[str, Any]) -> Reader:
+    return Reader(src, encoding=opts.get("encoding"), quote=False, find_header=_find_header)
+
+
+def _retry(fn):
+    def wrapper(path: Path, opts: dict[str, Any]) -> ParsedFile:
+        try:
+            return fn(path, opts)
+        except _RetryEncoding:
+            return fn(path, {**opts, "encoding": "gb18030"})
+    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+    return wrapper
+
+
+def _split_extras(rd: Reader, out: Collector) -> list[str]:
+    """``#`` lines after the header are footer lines; any other odd line is a broken row."""
+    comments = []
+    for e in rd.extras:
+        t = e.text.strip()
+        if not t:
             continue
-
-        def build() -> dict[str, Any]:
-            kind = TYPES.get(get(f, "type"))
-            if kind is None:
-                raise RowError("业务类型", f"expected 交易 or 退款, got {get(f, 'type')!r}")
-            amount = abs(money(get(f, "amount"), "订单金额（元）"))
-            recv = money(get(f, "recv"), "商家实收（元）")
-            fee = abs(money(get(f, "fee"), "服务费（元）", blank_is_zero=True))
-            when = _time(get(f, "done") or get(f, "created"), "完成时间")
-            row = {"txn_type": kind, "channel_txn_id": get(f, "txn") or None,
-                   "merchant_order_no": get(f, "order") or None, "status": "success", "currency": "CNY",
-                   "amount": amount, "fee": fee if kind == "payment" else -fee, "txn_time": when,
-                   "channel_merchant_id": get(f, "mch") or None, "description": get(f, "goods") or None,
-                   "recv": recv}
-            if kind == "refund":
-                row.update(merchant_refund_no=get(f, "refund") or None, net=-amount + fee)
-            else:
-                row.update(net=amount - fee)
-            return row
-
-        row = out.try_add(line_no, raw, build)
-        if row:
-            sums[row["txn_type"]][0] += 1
-            sums[row["txn_type"]][1] += row["recv"]
-    return ParsedFile(path, "alipay_trade", "trade", out.table(), out.quarantine,
-                      _footer(path, comments, sums, len(out.quarantine)), _period(comments))
+        if t.startswith("#"):
+            comments.append(t)
+        else:
+            out.reject(e.line_no, None, f"expected {rd.width} columns, found {len(e.text.split(','))}", e.text)
+    return comments
 
 
-def _footer(path: Path, comments: list[str], sums: dict, quarantined: int) -> FooterCheck:
-    """Check ``#交易合计`` / ``#退款合计``.
+def _summary_rows(src: Source | None, opts: dict[str, Any]) -> dict[str, str] | None:
+    """The 合计 row of a ``(汇总)`` file as {normalised header: value}."""
+    if src is None:
+        return None
+    try:
+        text = src.read_all()
+        enc = opts.get("encoding")
+        body = None
+        for e in ([enc] if enc else ["utf-8-sig", "gb18030"]):
+            try:
+                body = text.decode(e)
+                break
+            except UnicodeDecodeError:
+                continue
+        if body is None:
+            return None
+        lines = [ln for ln in body.splitlines() if ln.strip() and not ln.startswith("#")]
+        if len(lines) < 2:
+            return None
+        rows = list(csv.reader(lines))
+        header = [norm_header(h.strip()) for h in rows[0]]
+        for r in rows[1:]:
+            if r and r[0].strip() in ("合计", "总计"):
+                return {h: v.strip() for h, v in zip(header, r)}
+        if len(rows) == 2:
+            return {h: v.strip() for h, v in zip(header, rows[1])}
+    except FileError:
+        return None
+    return None
+
+
+def _detect_trade(head: bytes) -> bool:
+    return "#支付宝业务明细查询".encode() in head or "#支付宝业务明细查询".encode("gbk") in head
+
+
+def _detect_funds(head: bytes) -> bool:
+    return "#支付宝账务明细查询".encode() in head or "#支付宝账务明细查询".encode("gbk") in head
+
+
+@register("alipay_trade", "trade", detect=_detect_trade, description="Alipay trade bill (业务明细), CSV or ZIP")
+@_retry
+def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
+    """Alipay trade bill (业务明细), CSV or ZIP."""
+    src, summary_src = _sources(path, "业务明细")
+    rd = _reader(src, opts)
+    comments = [t for _, t in rd.prefix if t.startswith("#")]
+    period = period_of(comments)
+    if rd.empty or rd.header is None:
+        return ParsedFile(path, "alipay_trade", "trade", TRADE_SCHEMA.empty_table(), empty_day=True, period=period,
+                          footer=FooterCheck(True, "header-only file: no trades", 0, Decimal("0.00"), 0,
+                                             Decimal("0.00")), meta={"entry": src.member_name})
+    index = rd.header_map(lambda h: h.strip(CLEAN))
+    for name in ("支付宝交易号", "业务类型", "订单金额(元)", "商家实收(元)"):
+        if norm_header(name) not in index:
+            raise FileError(src.label, f"header has no column {name!r}", line_no=rd.header_line)
+    cols_for(rd, index, "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间", "订单金额(元)",
+             "商家实收(元)", "服务费(元)", "手续费(元)", "退款批次号/请求号", "商户ID", "实收净额(元)")
+    out = Collector(TRADE_SCHEMA, src)
+    sums = {"payment": [0, Decimal("0.00")], "refund": [0, Decimal("0.00")], "fee": Decimal("0.00"),
+            "net": Decimal("0.00")}
+    ccy = opts.get("currency", "CNY")
+
+    def process(batch: Batch) -> None:
+        batch = without_blank(batch)
+        n = batch.table.num_rows
+        if n == 0:
+            return
+        errs = Errors(n)
+        c = Cols(batch, index, rd, errs, CLEAN)
+        txn = c.get("支付宝交易号")
+        errs.mark(as_bool(pc.starts_with(txn, "#")), None, "a # line with the column count of a row")
+        errs.mark(as_bool(pc.equal(txn, "")), "支付宝交易号", "empty 支付宝交易号")
+        kind_raw = c.get("业务类型")
+        kind = map_values(kind_raw, TYPES)
+        errs.mark(as_bool(pc.is_null(kind)), "业务类型", lambda i: f"expected 交易 or 退款, got {kind_raw[i].as_py()!r}")
+        refund = pc.equal(kind, "refund")
+        amount = pc.abs(to_money(c.get("订单金额(元)"), "订单金额(元)", errs))
+        recv = to_money(c.get("商家实收(元)"), "商家实收(元)", errs)
+        fee_col = c.get("服务费(元)") if c.has("服务费(元)") else c.get("手续费(元)")
+        fee_abs = pc.abs(to_money(fee_col, "服务费(元)", errs, blank_zero=True)) if fee_col is not None \
+            else zeros(n)
+        fee = pc.if_else(refund, neg(fee_abs), fee_abs)
+        done = c.get("完成时间")
+        created = c.get("创建时间")
+        when_text = done if created is None else (created if done is None else
+                                                    pc.if_else(pc.equal(done, ""), created, done))
+        if when_text is None:
+            raise FileError(src.label, "header has neither 完成时间 nor 创建时间", line_no=rd.header_line)
+        when = to_time(when_text, "完成时间", errs, required=True)
+        net = pc.if_else(refund, sub(neg(amount), fee), sub(amount, fee))
+        cols = {"txn_type": kind, "channel_txn_id": c.text("支付宝交易号"), "merchant_order_no": c.text("商户订单号"),
+                "merchant_refund_no": pc.if_else(refund, c.text("退款批次号/请求号"), pa.scalar(None, pa.string())),
+                "channel_merchant_id": c.text("商户ID") if c.has("商户ID") else None,
+                "status": const(n, "success"), "currency": const(n, ccy), "amount": amount, "fee": fee, "net": net,
+                "txn_time": when, "description": c.text("商品名称")}
+        if c.has("实收净额(元)"):
+            declared_net = to_money(c.get("实收净额(元)"), "实收净额(元)", errs, blank_zero=True)
+            differs = as_bool(pc.and_(pc.not_equal(declared_net, net), pc.invert(refund)))
+            errs.mark(differs, "实收净额(元)", "实收净额 differs from 订单金额 - 服务费")
+        out.add(cols, batch.lines, errs)
+        keep = ~errs.bad
+        is_refund = as_bool(refund)
+        for key, mask in (("payment", keep & ~is_refund), ("refund", keep & is_refund)):
+            sums[key][0] += int(mask.sum())
+            sums[key][1] += msum(recv, mask)
+        sums["fee"] += msum(fee, keep)
+        sums["net"] += msum(net, keep)
+
+    def reset() -> None:
+        out.reset()
+        sums.update({"payment": [0, Decimal("0.00")], "refund": [0, Decimal("0.00")], "fee": Decimal("0.00"),
+                     "net": Decimal("0.00")})
+
+    drive(rd, process, reset)
+    footer_lines = _split_extras(rd, out)
+    table = out.table()
+    quarantine = out.finish_quarantine(rd)
+    footer = _trade_footer(footer_lines, sums, len(quarantine), _summary_rows(summary_src, opts))
+    return ParsedFile(path, "alipay_trade", "trade", table, quarantine, footer, period,
+                      empty_day=table.num_rows == 0 and not quarantine,
+                      meta={"entry": src.member_name, "encoding": rd.encoding,
+                            "summary_entry": summary_src.member_name if summary_src else None})
+
+
+def _trade_footer(comments: list[str], sums: dict, quarantined: int, summary: dict[str, str] | None) -> FooterCheck:
+    """Check ``#交易合计`` / ``#退款合计`` (and the 汇总 file's 合计 row when there is one).
 
     Real bills keep refunds in their own ``#退款合计`` line; some files (the
     public fixture among them) count refunds into ``#交易合计`` and have no
     refund line. Both readings are checked as the file presents itself.
     """
-    totals = {}
+    totals: dict[str, tuple[int, Decimal]] = {}
     for ln in comments:
-        m = TOTAL.match(ln.replace(" ", ""))
+        m = TRADE_TOTAL.match(ln.replace(" ", ""))
         if m:
-            totals[m.group(1)] = (int(m.group(2)), money(m.group(3), m.group(1) + "合计"))
-    if not totals:
-        return FooterCheck(None, "file has no #交易合计 footer")
+            amount = decimal_of(m.group(3))
+            if amount is None:
+                return FooterCheck(False, f"footer amount is not a number: {ln!r}")
+            totals[m.group(1)] = (int(m.group(2)), amount)
     pay_n, pay_amt = sums["payment"]
     ref_n, ref_amt = sums["refund"]
+    checks: list[tuple[str, Any, Any]] = []
     if "退款" in totals:
-        expect = {"交易": (pay_n, pay_amt), "退款": (ref_n, ref_amt)}
-    else:
-        expect = {"交易": (pay_n + ref_n, pay_amt + ref_amt)}
-    bad = []
-    for key, (n, amt) in totals.items():
-        pn, pamt = expect.get(key, (0, Decimal("0.00")))
-        if key == "交易":
-            pn += quarantined
-        if (n, amt) != (pn, pamt):
-            bad.append(f"{key}合计: file says {n} rows / {amt}, rows give {pn} / {pamt}")
-    n, amt = totals.get("交易", (None, None))
-    pn, pamt = expect["交易"]
-    if bad:
-        return FooterCheck(False, "; ".join(bad), n, amt, pn, pamt)
-    return FooterCheck(True, "totals agree: " + ", ".join(f"{k}合计 {v[0]} rows / {v[1]}" for k, v in totals.items()),
-                       n, amt, pn, pamt)
+        checks += [("rows", totals["交易"][0] if "交易" in totals else None, pay_n + quarantined),
+                   ("交易合计 商家实收", totals.get("交易", (0, None))[1], pay_amt),
+                   ("退款合计 笔数", totals["退款"][0], ref_n), ("退款合计 商家实收", totals["退款"][1], ref_amt)]
+    elif "交易" in totals:
+        checks += [("rows", totals["交易"][0], pay_n + ref_n + quarantined),
+                   ("交易合计 商家实收", totals["交易"][1], pay_amt + ref_amt)]
+    if summary:
+        for name, parsed in (("交易订单总笔数", pay_n), ("退款订单总笔数", ref_n), ("商家实收(元)", pay_amt + ref_amt),
+                             ("实收净额(元)", sums["net"])):
+            raw = summary.get(norm_header(name))
+            if raw not in (None, ""):
+                declared = int(raw) if raw.isdigit() else decimal_of(raw)
+                checks.append((f"汇总 {name}", declared, parsed))
+    if not checks:
+        return FooterCheck(None, "file has no #交易合计 footer")
+    return footer_check(checks, quarantined)
+
+
+@register("alipay_funds", "funds", detect=_detect_funds, description="Alipay fund bill (账务明细), CSV or ZIP")
+@_retry
+def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
+    """Alipay fund bill (账务明细), CSV or ZIP."""
+    src, summary_src = _sources(path, "账务明细")
+    rd = _reader(src, opts)
+    comments = [t for _, t in rd.prefix if t.startswith("#")]
+    period = period_of(comments)
+    if rd.empty or rd.header is None:
+        return ParsedFile(path, "alipay_funds", "funds", FUNDS_SCHEMA.empty_table(), empty_day=True, period=period,
+                          footer=FooterCheck(True, "header-only file: no movements", 0, Decimal("0.00"), 0,
+                                             Decimal("0.00")))
+    index = rd.header_map(lambda h: h.strip(CLEAN))
+    for name in ("账务流水号", "发生时间", "收入金额(+元)", "支出金额(-元)"):
+        if norm_header(name) not in index:
+            raise FileError(src.label, f"header has no column {name!r}", line_no=rd.header_line)
+    cols_for(rd, index, "账务流水号", "业务流水号", "商户订单号", "发生时间", "收入金额(+元)", "支出金额(-元)", "业务类型", "备注")
+    out = Collector(FUNDS_SCHEMA, src)
+    sums = {"in": [0, Decimal("0.00")], "out": [0, Decimal("0.00")]}
+    ccy = opts.get("currency", "CNY")
+    zero = pa.scalar(Decimal("0.00"), pa.decimal128(18, 2))
+
+    def process(batch: Batch) -> None:
+        batch = without_blank(batch)
+        n = batch.table.num_rows
+        if n == 0:
+            return
+        errs = Errors(n)
+        c = Cols(batch, index, rd, errs, CLEAN)
+        mid = c.get("账务流水号")
+        errs.mark(as_bool(pc.starts_with(mid, "#")), None, "a # line with the column count of a row")
+        income = pc.abs(to_money(c.get("收入金额(+元)"), "收入金额(+元)", errs, blank_zero=True))
+        outgo = pc.abs(to_money(c.get("支出金额(-元)"), "支出金额(-元)", errs, blank_zero=True))
+        both = as_bool(pc.and_(pc.not_equal(income, zero), pc.not_equal(outgo, zero)))
+        errs.mark(both, "支出金额(-元)", "both 收入金额 and 支出金额 are filled")
+        is_out = pc.not_equal(outgo, zero)
+        when = to_time(c.get("发生时间"), "发生时间", errs, required=True)
+        cols = {"movement_id": c.text("账务流水号"), "channel_txn_id": c.text("业务流水号"), "reference": c.text("商户订单号"),
+                "direction": pc.if_else(is_out, "out", "in"), "amount": pc.if_else(is_out, outgo, income),
+                "currency": const(n, ccy), "booked_at": when, "biz_type": c.text("业务类型"), "memo": c.text("备注")}
+        out.add(cols, batch.lines, errs)
+        keep = ~errs.bad
+        o = as_bool(is_out)
+        sums["in"][0] += int((keep & ~o).sum())
+        sums["in"][1] += msum(income, keep & ~o)
+        sums["out"][0] += int((keep & o).sum())
+        sums["out"][1] += msum(outgo, keep & o)
+
+    def reset() -> None:
+        out.reset()
+        sums.update({"in": [0, Decimal("0.00")], "out": [0, Decimal("0.00")]})
+
+    drive(rd, process, reset)
+    footer_lines = _split_extras(rd, out)
+    table = out.table()
+    quarantine = out.finish_quarantine(rd)
+    totals = {}
+    for ln in footer_lines:
+        m = FUNDS_TOTAL.match(ln.replace(" ", ""))
+        if m:
+            amount = decimal_of(m.group(3))
+            totals[m.group(1)] = (int(m.group(2)), abs(amount) if amount is not None else None)
+    checks = []
+    if totals:
+        checks = [("rows", sum(v[0] for v in totals.values()), table.num_rows + len(quarantine))]
+        for key, name in (("收入", "in"), ("支出", "out")):
+            if key in totals:
+                checks += [(f"{key}合计 笔数", totals[key][0], sums[name][0]),
+                           (f"{key}合计 金额", totals[key][1], sums[name][1])]
+    footer = footer_check(checks, len(quarantine)) if checks else FooterCheck(None, "file has no #收入合计 footer")
+    return ParsedFile(path, "alipay_funds", "funds", table, quarantine, footer, period,
+                      empty_day=table.num_rows == 0 and not quarantine,
+                      meta={"entry": src.member_name, "encoding": rd.encoding})
