@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from copy import copy
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -71,34 +72,53 @@ def clean_text(value: str) -> str:
     return value
 
 
+def _styled(ws: Any, value: Any, *, number_format: str | None = None, font: Font | None = None,
+            fill: PatternFill | None = None, alignment: Alignment | None = None, quote: bool = False,
+            as_text: bool = False) -> Any:
+    """A cell with the given style. Setting styles one attribute at a time makes openpyxl hash
+    every style object for every cell; instead each distinct style is built once per workbook and
+    its (small) style array copied into later cells."""
+    c = WriteOnlyCell(ws, value=value)
+    if as_text:
+        c.data_type = "s"
+    key = (number_format, id(font), id(fill), id(alignment), quote)
+    cache = ws.parent.__dict__.setdefault("_recon_style_cache", {})
+    hit = cache.get(key)
+    if hit is not None:
+        c._style = copy(hit[0])
+        return c
+    if number_format is not None:
+        c.number_format = number_format
+    if font is not None:
+        c.font = font
+    if fill is not None:
+        c.fill = fill
+    if alignment is not None:
+        c.alignment = alignment
+    if quote:
+        c.quotePrefix = True
+    cache[key] = (copy(c._style), font, fill, alignment)  # keeps the style objects (and their ids) alive
+    return c
+
+
 def text_cell(ws: Any, value: str, *, font: Font | None = None, fill: PatternFill | None = None) -> Any:
     """A string cell that Excel shows as text and never evaluates."""
     value = clean_text(value)
-    if not is_dangerous(value) and font is None and fill is None:
+    dangerous = is_dangerous(value)
+    if not dangerous and font is None and fill is None:
         return value
-    cell = WriteOnlyCell(ws, value=value)
     # openpyxl guesses data_type 'f' for text starting with '='; force a string, with the
     # quote prefix (Excel's leading apostrophe) so editing the cell does not turn it into one.
-    cell.data_type = "s"
-    if is_dangerous(value):
-        cell.quotePrefix = True
-    if font is not None:
-        cell.font = font
-    if fill is not None:
-        cell.fill = fill
-        cell.alignment = CENTER  # a highlighted label (long / short), apart from the amount beside it
-    return cell
+    # A highlighted label (long / short) is centred, apart from the amount beside it.
+    return _styled(ws, value, as_text=True, quote=dangerous, font=font, fill=fill,
+                   alignment=CENTER if fill is not None else None)
 
 
 def cell(ws: Any, value: Any, kind: str = "text", *, fill: PatternFill | None = None,
          font: Font | None = None) -> Any:
     """One cell of the given column kind (see :class:`Col`)."""
     if value is None:
-        if fill is None:
-            return None
-        c = WriteOnlyCell(ws, value=None)
-        c.fill = fill
-        return c
+        return None if fill is None else _styled(ws, None, fill=fill)
     if kind == "free":
         value = mask_text(str(value))
     elif kind == "account":
@@ -110,31 +130,24 @@ def cell(ws: Any, value: Any, kind: str = "text", *, fill: PatternFill | None = 
         value = value.replace(tzinfo=None)
     if isinstance(value, str):
         return text_cell(ws, value, font=font, fill=fill)
-    c = WriteOnlyCell(ws, value=value)
+    fmt, align = None, None
     if isinstance(value, datetime):
-        c.number_format = DATETIME_FORMAT
-        c.alignment = CENTER
+        fmt, align = DATETIME_FORMAT, CENTER
     elif isinstance(value, date):
-        c.number_format = DATE_FORMAT
-        c.alignment = CENTER
+        fmt, align = DATE_FORMAT, CENTER
     elif kind == "money":
-        c.number_format = MONEY_FORMAT
-    elif isinstance(value, int) and not isinstance(value, Decimal):
-        c.number_format = INT_FORMAT
-    if font is not None:
-        c.font = font
-    if fill is not None:
-        c.fill = fill
-    return c
+        fmt = MONEY_FORMAT
+    elif isinstance(value, int):
+        fmt = INT_FORMAT
+    return _styled(ws, value, number_format=fmt, font=font, fill=fill, alignment=align)
 
 
 def header_cells(ws: Any, cols: Iterable[Col]) -> list[Any]:
     out = []
     for col in cols:
-        c = text_cell(ws, col.name, font=HEADER_FONT, fill=HEADER_FILL)
         # numbers are right-aligned, so are their headers
-        c.alignment = RIGHT if col.kind in ("money", "int") else LEFT
-        out.append(c)
+        out.append(_styled(ws, clean_text(col.name), as_text=True, quote=is_dangerous(col.name), font=HEADER_FONT,
+                           fill=HEADER_FILL, alignment=RIGHT if col.kind in ("money", "int") else LEFT))
     return out
 
 
