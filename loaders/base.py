@@ -156,6 +156,37 @@ def norm_header(name: str) -> str:
     return name.replace("\ufeff", "").strip().strip("`").strip().translate(FULLWIDTH).replace(" ", "")
 
 
+def mask_card(value: str | None) -> str | None:
+    """A card or account number with at most the first 6 and last 4 characters visible.
+
+    Digits in between become ``*`` (an already masked ``622609******0048`` stays as it
+    is); a short number (10 characters or fewer) keeps only its last 4.
+    """
+    if value is None:
+        return None
+    v = value.strip()
+    if not v:
+        return None
+    if len(v) <= 10:
+        return "".join("*" if ch.isdigit() else ch for ch in v[:-4]) + v[-4:] if len(v) > 4 else v
+    middle = "".join("*" if ch.isalnum() else ch for ch in v[6:-4])
+    return v[:6] + middle + v[-4:]
+
+
+_LONG_DIGITS = None
+
+
+def mask_numbers(text: str | None, min_len: int = 12) -> str | None:
+    """Mask every run of ``min_len`` or more digits in free text (card/account numbers in memos)."""
+    global _LONG_DIGITS
+    if text is None:
+        return None
+    import re
+    if _LONG_DIGITS is None:
+        _LONG_DIGITS = re.compile(r"\d{%d,}" % min_len)
+    return _LONG_DIGITS.sub(lambda m: mask_card(m.group(0)) or "", text)
+
+
 def read_bytes(path: Path) -> bytes:
     data = Path(path).read_bytes()
     if data[:2] == b"\x1f\x8b":

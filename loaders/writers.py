@@ -40,12 +40,13 @@ CARRIES: dict[str, tuple[str, ...]] = {
     "alipay_trade": _TRADE_CORE + ("merchant_refund_no",),
     "alipay_funds": ("movement_id", "channel_txn_id", "reference", "direction", "amount", "booked_at",
                      "biz_type", "memo"),
-    "unionpay_zm": ("txn_type", "channel_txn_id", "merchant_order_no", "channel_merchant_id", "status",
-                    "currency", "amount", "fee", "net", "txn_time", "card_no_masked"),
+    "unionpay_zm": ("txn_type", "channel_txn_id", "channel_refund_id", "merchant_order_no", "channel_merchant_id",
+                    "status", "currency", "amount", "fee", "net", "txn_time", "card_no_masked"),
     "bank_csv": ("value_date", "counterparty", "reference", "direction", "amount", "currency", "memo"),
     "bank_xlsx": ("value_date", "counterparty", "reference", "direction", "amount", "currency", "memo"),
     "stripe_payout": _TRADE_CORE + ("channel_refund_id",),
-    "adyen_settlement": _TRADE_CORE + ("channel_merchant_id", "channel_refund_id"),
+    "adyen_settlement": tuple(f for f in _TRADE_CORE if f != "description") + ("channel_merchant_id",
+                                                                                "channel_refund_id"),
 }
 
 
@@ -366,13 +367,14 @@ def _zm_record(r: dict, i: int, mid: str) -> bytes:
     f[5] = _s(r.get("card_no_masked"))
     f[6] = f"{_fen(r['amount']):012d}"
     f[7], f[8] = "4899", "07"
-    f[9] = _s(r.get("channel_txn_id"))
+    f[9] = _s(r.get("channel_refund_id") if refund else r.get("channel_txn_id"))
     f[10] = "01"
     f[11] = _s(r.get("merchant_order_no"))
     f[12] = "01"
     f[15] = _signed(-fee)        # a fee the merchant pays is a debit (D)
     f[16] = _signed(net)
-    f[17], f[19], f[21] = "0001", "01", "000201"
+    f[17], f[19], f[20], f[21] = "0001", "04" if refund else "01", "00", "000201"
+    f[26] = _s(r.get("channel_txn_id")) if refund else ""
     f[27] = _s(r.get("channel_merchant_id") or mid)
     f[29] = "0" * 15
     f[31] = " " + "0" * 12
@@ -562,7 +564,7 @@ def write_adyen_settlement(rows: Iterable[dict], path: Path | str, *, batch: int
                     _s(r.get("channel_refund_id")) if refund else _s(r.get("channel_txn_id")), ccy,
                     m(amount) if refund else "", "" if refund else m(amount), "1", ccy,
                     m(-net) if net < 0 else "", m(net) if net >= 0 else "", m(fee), "", "", "", "visadebit",
-                    _s(r.get("description")), str(batch)]
+                    "", str(batch)]
             out.line(_csv_line(vals))
             payout[ccy] = payout.get(ccy, ZERO) + net
         for ccy, total in payout.items():

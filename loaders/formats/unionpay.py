@@ -1,0 +1,200 @@
+"""UnionPay online payments (全渠道) reconciliation file ``INN{yyMMdd}88ZM_{merchantId}``.
+
+Fixed width: 607-byte GBK records, CRLF, 42 fields separated by one space (widths in
+``ZM_WIDTHS``). Amounts are integer fen; fee and settlement carry a C/D sign (C credit
+to the merchant, D debit). The ``RD…`` summary report delivered in the same ZIP (or
+beside a bare ZM file) is the file's own totals: counts, transaction amounts, fees and
+net clearing amount, checked against the parsed records.
+"""
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from loaders.base import TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, RowBuilder, RowError, mask_card, register
+from loaders.formats._tabular import Source, footer_check, is_zip, zip_members
+
+ZM_WIDTHS = [3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21, 15, 1, 15,
+             32, 13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98]
+RECORD = sum(ZM_WIDTHS) + len(ZM_WIDTHS) - 1      # 607
+OFFSETS = []
+_pos = 0
+for _w in ZM_WIDTHS:
+    OFFSETS.append((_pos, _pos + _w))
+    _pos += _w + 1
+# 交易类型 (field 20): 01 消费, 04 退货, 31 消费撤销 (a same-day reversal of a payment)
+TXN_TYPES = {"01": ("payment", "success"), "04": ("refund", "success"), "31": ("refund", "revoked")}
+ZM_NAME = re.compile(r"INN(\d{6})\d{2}ZM_(\w+)$")
+RD_NAME = re.compile(r"RD\d{4}(\d{6})\d{2}_(\w+)$")
+FEN = Decimal("0.01")
+
+
+def _field(rec: bytes, n: int) -> str:
+    a, b = OFFSETS[n - 1]
+    return rec[a:b].decode("gb18030").strip()
+
+
+def _fen(text: str, name: str) -> Decimal:
+    if not text.isdigit():
+        raise RowError(name, f"expected digits (fen), got {text!r}")
+    return Decimal(int(text)) * FEN
+
+
+def _signed(text: str, name: str, credit_positive: bool) -> Decimal:
+    """``C000000473939`` / ``D000000002861``: merchant's view, C credit, D debit."""
+    if len(text) < 2 or text[0] not in "CD":
+        raise RowError(name, f"expected C or D and 12 digits, got {text!r}")
+    value = _fen(text[1:].strip(), name)
+    credit = text[0] == "C"
+    return value if credit == credit_positive else -value
+
+
+def _when(text: str, clearing: date | None) -> datetime:
+    if len(text) != 10 or not text.isdigit():
+        raise RowError("交易传输时间", f"expected MMDDhhmmss, got {text!r}")
+    ref = clearing or date.today()
+    best = None
+    for year in (ref.year - 1, ref.year, ref.year + 1):
+        try:
+            t = datetime.strptime(f"{year}{text}", "%Y%m%d%H%M%S")
+        except ValueError:
+            continue
+        if best is None or abs((t.date() - ref).days) < abs((best.date() - ref).days):
+            best = t
+    if best is None:
+        raise RowError("交易传输时间", f"not a date/time: {text!r}")
+    return best
+
+
+def _sources(path: Path, opts: dict[str, Any]) -> tuple[Source, Source | None]:
+    path = Path(path)
+    if not path.exists():
+        raise FileError(path, "no such file")
+    if is_zip(path):
+        members = zip_members(path)
+        zm = [(n, i) for n, i in members if "ZM_" in n and "ZME_" not in n]
+        rd = [(n, i) for n, i in members if Path(n).name.startswith("RD")]
+        if not zm:
+            raise FileError(path, f"ZIP has no ZM file (entries: {[n for n, _ in members]})")
+        return (Source(path, zm[0][1], zm[0][0]), Source(path, rd[0][1], rd[0][0]) if rd else None)
+    rd_path = opts.get("rd_path")
+    if rd_path:
+        return Source(path), Source(Path(rd_path))
+    m = ZM_NAME.search(path.name)
+    if m:
+        for cand in sorted(path.parent.glob(f"RD*{m.group(1)}*_{m.group(2)}")):
+            return Source(path), Source(cand)
+    return Source(path), None
+
+
+def _clearing_date(name: str | None, rd_text: str | None) -> date | None:
+    if rd_text:
+        m = re.search(r"清算日期[:：]\s*(\d{8})", rd_text)
+        if m:
+            return datetime.strptime(m.group(1), "%Y%m%d").date()
+    if name:
+        m = ZM_NAME.search(Path(name).name)
+        if m:
+            return datetime.strptime(m.group(1), "%y%m%d").date()
+    return None
+
+
+NUM = re.compile(r"-?[\d,]+\.\d{2}|-?\d+")
+
+
+def rd_totals(text: str) -> dict[str, Any] | None:
+    """The first 总计 line of the RD report: count, 交易金额 借/贷, 费用 借/贷, 资金清算差额 借/贷."""
+    for line in text.splitlines():
+        if line.strip().startswith("总计"):
+            nums = NUM.findall(line.split("总计", 1)[1])
+            if len(nums) < 7:
+                return None
+            vals = [Decimal(v.replace(",", "")) for v in nums[1:7]]
+            return {"count": int(nums[0]), "txn_debit": vals[0], "txn_credit": vals[1], "fee_debit": vals[2],
+                    "fee_credit": vals[3], "net_debit": vals[4], "net_credit": vals[5]}
+    return None
+
+
+def _detect(head: bytes) -> bool:
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    return len(first) == RECORD and first[:1] == b"S" and first[3:4] == b" "
+
+
+@register("unionpay_zm", "trade", detect=_detect,
+          description="UnionPay 全渠道 ZM fixed-width file (+ RD summary), ZIP or bare")
+def parse_zm(path: Path, opts: dict[str, Any]) -> ParsedFile:
+    """UnionPay 全渠道 ZM fixed-width file (+ RD summary), ZIP or bare."""
+    zm, rd = _sources(path, opts)
+    data = zm.read_all()
+    rd_text = None
+    if rd is not None:
+        raw = rd.read_all()
+        try:
+            rd_text = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            raise FileError(rd.label, "RD summary report is not GBK text") from None
+    clearing = _clearing_date(zm.member_name or zm.path.name, rd_text)
+    types = {**TXN_TYPES, **{k: tuple(v) for k, v in (opts.get("txn_types") or {}).items()}}
+    ccy = opts.get("currency", "CNY")
+    out = RowBuilder(TRADE_SCHEMA)
+    sums = {"gross": Decimal("0.00"), "fee": Decimal("0.00"), "net": Decimal("0.00")}
+    for line_no, rec in enumerate(data.split(b"\n"), start=1):
+        rec = rec.rstrip(b"\r")
+        if not rec.strip():
+            continue
+        try:
+            raw_text = rec.decode("gb18030")
+        except UnicodeDecodeError:
+            out.reject(line_no, rec.decode("gb18030", "replace"), None, "record is not valid GBK")
+            continue
+        if len(rec) != RECORD:
+            if len(rec) < OFFSETS[32][1] or len(rec) > RECORD:
+                out.reject(line_no, raw_text, None, f"record is {len(rec)} bytes, expected {RECORD}")
+                continue
+            rec = rec + b" " * (RECORD - len(rec))      # trailing blanks trimmed by some tools
+
+        def build(rec: bytes = rec) -> dict[str, Any]:
+            kind = types.get(_field(rec, 20))
+            if kind is None:
+                raise RowError("交易类型", f"unknown 交易类型 {_field(rec, 20)!r} (交易代码 {_field(rec, 1)})")
+            txn_type, status = kind
+            amount = _fen(_field(rec, 7), "交易金额")
+            fee = _signed(_field(rec, 16), "商户手续费", credit_positive=False)   # D: the merchant pays
+            net = _signed(_field(rec, 17), "结算金额", credit_positive=True)
+            expect = (amount if txn_type == "payment" else -amount) - fee
+            if net != expect:
+                raise RowError("结算金额", f"结算金额 {net} is not 交易金额 {amount} less 手续费 {fee}")
+            query_id, orig = _field(rec, 10), _field(rec, 27)
+            refund = txn_type == "refund"
+            return {"txn_type": txn_type, "status": status,
+                    "channel_txn_id": (orig or query_id) if refund else query_id,
+                    "channel_refund_id": query_id if refund else None,
+                    "merchant_order_no": _field(rec, 12) or None, "channel_merchant_id": _field(rec, 28) or None,
+                    "currency": ccy, "amount": amount, "fee": fee, "net": net,
+                    "txn_time": _when(_field(rec, 5), clearing), "card_no_masked": mask_card(_field(rec, 6))}
+
+        row = out.try_add(line_no, raw_text, build)
+        if row:
+            sums["gross"] += row["amount"] if row["txn_type"] == "payment" else -row["amount"]
+            sums["fee"] += row["fee"]
+            sums["net"] += row["net"]
+    table = out.table()
+    footer = FooterCheck(None, "no RD summary report beside the ZM file")
+    if rd_text is not None:
+        t = rd_totals(rd_text)
+        if t is None:
+            raise FileError(rd.label, "RD summary report has no 总计 line with 7 figures")
+        footer = footer_check([
+            ("交易金额", t["txn_credit"] - t["txn_debit"], sums["gross"]),
+            ("rows", t["count"], len(out) + len(out.quarantine)),
+            ("费用", t["fee_debit"] - t["fee_credit"], sums["fee"]),
+            ("资金清算差额", t["net_credit"] - t["net_debit"], sums["net"]),
+        ], len(out.quarantine))
+    period = (clearing, clearing + timedelta(days=1)) if clearing else None
+    return ParsedFile(path, "unionpay_zm", "trade", table, out.quarantine, footer, period,
+                      empty_day=len(out) == 0 and not out.quarantine,
+                      meta={"entry": zm.member_name, "rd": rd.member_name or str(rd.path) if rd else None,
+                            "clearing_date": clearing.isoformat() if clearing else None})
