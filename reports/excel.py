@@ -226,7 +226,7 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
 def _write_summary(con: duckdb.DuckDBPyConnection, cfg: Any, ws: Any, business_date: date,
                    overflow: list[str]) -> None:
     p = {"d": business_date}
-    set_widths(ws, [18, 14, 18, 26, 16, 16, 16, 16, 16, 16, 18, 12, 40, 12])
+    set_widths(ws, [18, 14, 18, 44, 16, 16, 16, 16, 16, 16, 18, 12, 56, 12])
     ws.freeze_panes = "A3"
     b = _Block(ws)
     b.append([text_cell(ws, f"Reconciliation report \u2014 business date {business_date.isoformat()}",
@@ -288,7 +288,7 @@ def _write_summary(con: duckdb.DuckDBPyConnection, cfg: Any, ws: Any, business_d
         SELECT {{keys}}, count(*) FILTER (WHERE dir = 'long'), coalesce(sum(difference) FILTER (WHERE dir = 'long'), 0),
                count(*) FILTER (WHERE dir = 'short'), coalesce(sum(difference) FILTER (WHERE dir = 'short'), 0),
                coalesce(sum(difference) FILTER (WHERE dir IN ('long', 'short')), 0)
-        FROM x GROUP BY ALL ORDER BY ALL"""
+        FROM x GROUP BY ALL HAVING count(dir) > 0 ORDER BY ALL"""
     ls_rows = _q(con, ls_sql.format(keys="channel, flow, currency"), p)
     b.table(lcols, ls_rows, empty="No long or short breaks.")
     for t in _q(con, ls_sql.format(keys="'TOTAL', NULL, currency"), p) if ls_rows else []:
