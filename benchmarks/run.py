@@ -1,0 +1,129 @@
+"""``make bench``: the end-to-end benchmark (and, with ``--others``, the component benchmarks beside it).
+
+    python -m benchmarks.run                          # 1M and 10M orders/day (long: minutes on 2 cores)
+    python -m benchmarks.run --sizes 1000000          # one size
+    python -m benchmarks.run --sizes 100000 --no-pandas --workdir /tmp/bench
+    BENCH_SIZES=1000000 make bench
+
+Generated worlds are cached in ``--workdir`` (default ``$BENCH_WORKDIR`` or ``/tmp/payrecon-bench``).
+Raw results go to ``<workdir>/e2e-<N>.json``; ``--write-results`` rewrites the "End to end" section of
+``benchmarks/RESULTS.md`` (between its markers) with the tables. Never run by the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- e2e:begin -->", "<!-- e2e:end -->"
+OTHERS = ("bench_load", "bench_matching", "bench_settlement")
+GiB = 2 ** 30
+
+
+def fmt_s(x) -> str:
+    return "—" if x is None else f"{x:.1f} s"
+
+
+def table(results: list[dict], command: str) -> str:
+    stages = ("fetch", "load", "match", "settle", "report")
+    lines = [f"Command: `{command}`", "",
+             f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+             f"load average at start {results[0]['load_average'][0]:.1f} (other jobs were running: see notes).", ""]
+    lines += ["| orders/day | statement rows | platform rows | " + " | ".join(stages) + " | total wall | rows/s "
+              "| peak RSS |", "|---:" * (len(stages) + 6) + "|"]
+    for r in results:
+        pl = r["pipeline"]
+        rows = pl["statement_rows"] + sum(pl["platform_rows"].values())
+        lines.append(f"| {r['orders']:,} | {pl['statement_rows']:,} | {sum(pl['platform_rows'].values()):,} | "
+                     + " | ".join(fmt_s(pl["seconds"].get(s)) for s in stages)
+                     + f" | {pl['wall']:.1f} s | {rows / pl['wall']:,.0f} | {pl['peak_rss'] / GiB:.2f} GiB |")
+    lines += ["", "Side by side on the same files (ratios: the other's time / the pipeline's time):", "",
+              "| orders/day | pipeline (load+match) | pipeline total | pandas total | pandas peak RSS | "
+              "pandas ÷ pipeline | datacompy (WeChat payments) | scan floor | pipeline ÷ floor | same breaks |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for r in results:
+        pl, pd_, fl = r["pipeline"], r.get("pandas") or {}, r["floor"]
+        core = pl["seconds"].get("load", 0) + pl["seconds"].get("match", 0)
+        floor = fl["statements_seconds"] + fl["platform_seconds"]
+        if "wall" in pd_:
+            from benchmarks.bench_e2e import agree
+            dc = pd_.get("datacompy")
+            lines.append(
+                f"| {r['orders']:,} | {core:.1f} s | {pl['wall']:.1f} s | {pd_['wall']:.1f} s | "
+                f"{pd_['peak_rss'] / GiB:.2f} GiB | {pd_['wall'] / pl['wall']:.2f}× "
+                f"(vs load+match {pd_['wall'] / core:.2f}×) | "
+                + (f"{dc['seconds']:.1f} s on {dc['rows']:,} rows" if dc else "—")
+                + f" | {floor:.1f} s | {pl['wall'] / floor:.1f}× | {'yes' if agree(pl, pd_) else 'NO'} |")
+        else:
+            lines.append(f"| {r['orders']:,} | {core:.1f} s | {pl['wall']:.1f} s | "
+                         f"{pd_.get('error', 'not run')[:80]} | | | | {floor:.1f} s | {pl['wall'] / floor:.1f}× | |")
+    if len(results) >= 2:
+        a, b = results[0], results[-1]
+        lines += ["", f"Growth: {b['orders'] / a['orders']:.0f}× the orders cost "
+                      f"{b['pipeline']['wall'] / a['pipeline']['wall']:.1f}× the wall time."]
+    excl = results[0].get("excluded") or {}
+    lines += ["", "Channels: " + ", ".join(results[0]["channels"])
+              + ("" if not excl else "; left out (their format cannot read the generated files yet): "
+                 + "; ".join(f"{k}: {v}" for k, v in excl.items()))]
+    for r in results:
+        pl, pd_ = r["pipeline"], r.get("pandas") or {}
+        lines += ["", f"Breaks found at {r['orders']:,} orders: pipeline {json.dumps(pl['breaks'], sort_keys=True)}"
+                  + (f"; pandas {json.dumps({k: v for k, v in pd_['breaks'].items() if k != 'matched'}, sort_keys=True)}"
+                     if 'breaks' in pd_ else "")]
+        if r.get("generate_seconds"):
+            lines.append(f"Generating the world took {r['generate_seconds']:.1f} s "
+                         f"(peak RSS {r['generate_peak_rss'] / GiB:.2f} GiB).")
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    path = HERE / "RESULTS.md"
+    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in body and END in body:
+        body = body[:body.index(BEGIN)] + block + body[body.index(END) + len(END):]
+    else:
+        body = body.rstrip() + "\n\n## End to end\n\n" + block + "\n"
+    path.write_text(body, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="payrecon benchmarks")
+    ap.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "1000000,10000000"),
+                    help="orders per day, comma separated (default 1000000,10000000)")
+    ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/payrecon-bench"))
+    ap.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    ap.add_argument("--no-datacompy", action="store_true")
+    ap.add_argument("--write-results", action="store_true", help="update the End to end section of RESULTS.md")
+    ap.add_argument("--others", action="store_true", help=f"also run {', '.join(OTHERS)} when present")
+    args = ap.parse_args(argv)
+    from benchmarks.bench_e2e import bench_size
+    work = Path(args.workdir)
+    results = []
+    for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
+        t0 = time.perf_counter()
+        r = bench_size(n, work, with_pandas=not args.no_pandas, datacompy=not args.no_datacompy)
+        (work / f"e2e-{n}.json").write_text(json.dumps(r, indent=2, default=str), encoding="utf-8")
+        print(f"[e2e] {n:,} orders done in {time.perf_counter() - t0:.0f} s; raw results {work / f'e2e-{n}.json'}")
+        results.append(r)
+    command = "python -m benchmarks.run --sizes " + args.sizes + (" --no-pandas" if args.no_pandas else "")
+    text = table(results, command)
+    print("\n" + text)
+    if args.write_results:
+        write_results(text)
+    if args.others:
+        for mod in OTHERS:
+            if (HERE / f"{mod}.py").exists():
+                print(f"\n== benchmarks.{mod}")
+                subprocess.run([sys.executable, "-m", f"benchmarks.{mod}"], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
