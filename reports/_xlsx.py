@@ -202,6 +202,7 @@ class TableWriter:
         # When capped, the last sheet keeps one row for the note pointing at the export.
         self.shown_limit = capacity - 1 if self.capped else total_rows
         self.export_path = export_path if self.capped else None
+        self._export_target = export_path
         self.sheets: list[Any] = []
         self.titles: list[str] = []
         self.rows_in_sheet = 0
@@ -276,6 +277,8 @@ class TableWriter:
         if self.written == 0 and self.empty_note:
             ws.append([text_cell(ws, self.empty_note, font=NOTE_FONT)])  # below the filtered range
         self._close_sheet()
+        if self._export_target is not None and self._export_target.exists():
+            self._export_target.unlink()  # a stale export from an earlier, bigger report of the same name
 
     def abort(self) -> None:
         if self._csv_file is not None:

@@ -181,8 +181,6 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
             if w.capped:
                 overflow.append(f"{t}: {w.total_rows:,} rows; only {w.written:,} shown, full list in "
                                 f"{w.export_path.name}.")
-            elif export.exists():
-                export.unlink()  # a stale export from an earlier, bigger run of the same day
 
         carry = TableWriter(wb, "carry_over", DETAIL_COLS, total_rows=carry_count, row_limit=row_limit,
                             max_sheets=max_sheets_per_type,
