@@ -373,7 +373,7 @@ def _zm_record(r: dict, i: int, mid: str) -> bytes:
     f[12] = "01"
     f[15] = _signed(-fee)        # a fee the merchant pays is a debit (D)
     f[16] = _signed(net)
-    f[17], f[19], f[20], f[21] = "0001", "04" if refund else "01", "00", "000201"
+    f[17], f[19], f[21] = "0001", "04" if refund else "01", "000201"
     f[26] = _s(r.get("channel_txn_id")) if refund else ""
     f[27] = _s(r.get("channel_merchant_id") or mid)
     f[29] = "0" * 15
