@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "recon.commands.sql",
     "recon.commands.generate",
     "recon.commands.resolve",
+    "recon.commands.check_file",
 ]
 
 
