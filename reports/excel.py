@@ -54,9 +54,11 @@ DETAIL_COLS = [
     Col("platform_amount", "money"), Col("channel_amount", "money"), Col("difference", "money"),
     Col("long_short", "text", 11), Col("first_seen_date", "date", 15), Col("last_seen_date", "date", 15),
     Col("age_days", "int", 9), Col("platform_source", "text", 30), Col("channel_source", "text", 34),
-    Col("detail", "free"), Col("resolution_note", "free", 30),
+    Col("detail", "free"), Col("resolved_date", "date", 14), Col("resolution_note", "free", 30),
     Col("action", "blank", 16), Col("note", "blank", 36),
 ]
+#: Columns shown when the warehouse has them (reconciliation workflow, migration 3), before action/note.
+OPTIONAL_DETAIL_COLS = [Col("resolution_action", "text", 18), Col("resolved_by", "text", 16)]
 
 _DIRECTION = ("CASE WHEN type IN ('long', 'short') THEN type "
               "WHEN difference > 0 THEN 'long' WHEN difference < 0 THEN 'short' END")
@@ -65,9 +67,19 @@ _DETAIL_SELECT = f"""
 SELECT discrepancy_id, business_date, channel, flow, type, status, match_key, order_no, merchant_id, currency,
        platform_amount, channel_amount, difference, {_DIRECTION} AS long_short,
        first_seen_date, last_seen_date, date_diff('day', first_seen_date, $d::DATE) AS age_days,
-       platform_source, channel_source, detail, resolution_note, NULL AS action, NULL AS note
+       platform_source, channel_source, detail, resolved_date, resolution_note{{optional}}, NULL AS action, NULL AS note
 FROM discrepancies
 """
+
+
+def detail_columns(con: duckdb.DuckDBPyConnection) -> tuple[list[Col], str]:
+    """The detail sheets' columns and SELECT, by column name: optional columns only when present."""
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'discrepancies' "
+        "AND table_catalog = current_database() AND table_schema = current_schema()").fetchall()}
+    extra = [c for c in OPTIONAL_DETAIL_COLS if c.name in have]
+    cols = DETAIL_COLS[:-2] + extra + DETAIL_COLS[-2:]
+    return cols, _DETAIL_SELECT.format(optional="".join(f", {c.name}" for c in extra))
 
 
 def report_path(out_dir: Path, business_date: date) -> Path:
@@ -157,6 +169,7 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
         type_counts = dict(_q(con, "SELECT type, count(*) FROM discrepancies WHERE business_date = $d GROUP BY type", p))
         types = list(DISCREPANCY_TYPES) + sorted(t for t in type_counts if t not in DISCREPANCY_TYPES)
         carry_where = "business_date < $d AND status IN ('open', 'pending')"
+        dcols, detail_select = detail_columns(con)
         carry_count = _q(con, f"SELECT count(*) FROM discrepancies WHERE {carry_where}", p)[0][0]
         quarantine_count = _q(con, "SELECT count(*) FROM quarantine WHERE business_date = $d", p)[0][0]
 
@@ -164,12 +177,12 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
         overflow: list[str] = []
         for t in types:
             export = out_dir / f"recon_report_{business_date.isoformat()}_{re.sub(r'[^A-Za-z0-9_]', '_', t)}.csv"
-            w = TableWriter(wb, t, DETAIL_COLS, total_rows=type_counts.get(t, 0), row_limit=row_limit,
+            w = TableWriter(wb, t, dcols, total_rows=type_counts.get(t, 0), row_limit=row_limit,
                             max_sheets=max_sheets_per_type, export_path=export, row_style=_row_style,
                             empty_note=f"No {t} breaks on {business_date.isoformat()}.")
             writers.append(w)
             if type_counts.get(t):
-                cur = con.execute(_DETAIL_SELECT + " WHERE business_date = $d AND type = $t "
+                cur = con.execute(detail_select + " WHERE business_date = $d AND type = $t "
                                   "ORDER BY channel, abs(difference) DESC NULLS LAST, discrepancy_id",
                                   {**p, "t": t})
                 while batch := cur.fetchmany(10_000):
@@ -182,12 +195,12 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
                 overflow.append(f"{t}: {w.total_rows:,} rows; only {w.written:,} shown, full list in "
                                 f"{w.export_path.name}.")
 
-        carry = TableWriter(wb, "carry_over", DETAIL_COLS, total_rows=carry_count, row_limit=row_limit,
+        carry = TableWriter(wb, "carry_over", dcols, total_rows=carry_count, row_limit=row_limit,
                             max_sheets=max_sheets_per_type,
                             export_path=out_dir / f"recon_report_{business_date.isoformat()}_carry_over.csv",
                             row_style=_row_style, empty_note="No breaks carried over from earlier days.")
         writers.append(carry)
-        cur = con.execute(_DETAIL_SELECT + f" WHERE {carry_where} "
+        cur = con.execute(detail_select + f" WHERE {carry_where} "
                           "ORDER BY first_seen_date, channel, type, discrepancy_id", p)
         while batch := cur.fetchmany(10_000):
             for row in batch:
