@@ -254,6 +254,10 @@ def _trade_footer(comments: list[str], sums: dict, quarantined: int, summary: di
                 declared = int(raw) if raw.isdigit() else decimal_of(raw)
                 checks.append((f"汇总 {name}", declared, parsed))
     if not checks:
+        rows = pay_n + ref_n + quarantined
+        if rows:
+            return FooterCheck(False, f"file has {rows} row(s) but no #交易合计 footer (truncated?)", None, None,
+                               rows, None)
         return FooterCheck(None, "file has no #交易合计 footer")
     return footer_check(checks, quarantined)
 
@@ -327,7 +331,13 @@ def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
             if key in totals:
                 checks += [(f"{key}合计 笔数", totals[key][0], sums[name][0]),
                            (f"{key}合计 金额", totals[key][1], sums[name][1])]
-    footer = footer_check(checks, len(quarantine)) if checks else FooterCheck(None, "file has no #收入合计 footer")
+    if checks:
+        footer = footer_check(checks, len(quarantine))
+    elif table.num_rows or quarantine:
+        footer = FooterCheck(False, f"file has {table.num_rows + len(quarantine)} row(s) but no #收入合计/#支出合计 "
+                             "footer (truncated?)", None, None, table.num_rows + len(quarantine), None)
+    else:
+        footer = FooterCheck(None, "file has no #收入合计 footer")
     return ParsedFile(path, "alipay_funds", "funds", table, quarantine, footer, period,
                       empty_day=table.num_rows == 0 and not quarantine,
                       meta={"entry": src.member_name, "encoding": rd.encoding})

@@ -81,6 +81,14 @@ def _split_extras(rd: Reader, summary_first: str, out: Collector, lenient: list[
     return summary
 
 
+def _no_summary(rows: int) -> FooterCheck:
+    """WeChat always ends a bill with its summary: rows without one mean a cut-off file."""
+    if rows:
+        return FooterCheck(False, f"file has {rows} row(s) but no summary lines at the end (truncated?)",
+                           None, None, rows, None)
+    return FooterCheck(None, "file has no summary lines")
+
+
 def _summary_values(summary: tuple[Extra, Extra]) -> dict[str, str]:
     head, vals = summary
     names = [norm_header(h) for h in head.text.split(",")]
@@ -225,7 +233,7 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         process(extras_batch(rd, lenient, lambda t: t.split(",")))
     table = out.table()
     quarantine = out.finish_quarantine(rd)
-    footer = FooterCheck(None, "file has no summary lines")
+    footer = _no_summary(table.num_rows + len(quarantine))
     if summary is not None:
         v = _summary_values(summary)
         label = rd.source.label
@@ -294,7 +302,7 @@ def parse_fundflow(path: Path, opts: dict[str, Any]) -> ParsedFile:
         process(extras_batch(rd, lenient, lambda t: t.split(",")))
     table = out.table()
     quarantine = out.finish_quarantine(rd)
-    footer = FooterCheck(None, "file has no summary lines")
+    footer = _no_summary(table.num_rows + len(quarantine))
     if summary is not None:
         v = _summary_values(summary)
         label = rd.source.label
