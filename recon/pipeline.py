@@ -208,7 +208,7 @@ def report_day(cfg: Config, business_date: date, con: duckdb.DuckDBPyConnection 
     """Workbooks, payout files and the analyst snapshot, from the warehouse alone."""
     from reports.excel import write_discrepancy_report, write_settlement_report
     from reports.snapshot import publish_snapshot
-    from settlement.engine import write_payout_files
+    from settlement.payout import write_payout_files
 
     own = con is None
     con = con or open_warehouse(cfg)
