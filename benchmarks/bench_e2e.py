@@ -161,6 +161,23 @@ def run_pandas(world: Path, channels: list[str], datacompy: bool) -> dict:
 
 
 # ----------------------------------------------------------------------------- the floor
+def _is_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        return exc.start > len(head) - 4          # cut in the middle of a character at the sample's end
+
+
+def _utf8_copy(src, dst: Path) -> Path:
+    """The channels' GBK text, transcoded to UTF-8 chunk by chunk (what any reader must do first)."""
+    with src, open(dst, "wb") as out:
+        dec = codecs.getincrementaldecoder("gb18030")()
+        for chunk in iter(lambda: src.read(1 << 22), b""):
+            out.write(dec.decode(chunk).encode("utf-8"))
+    return dst
+
+
 def scan_floor(world: Path, channels: list[str]) -> dict:
     """DuckDB scanning every statement file of the day once (ZIP members inflated first) + SQLite's own scan."""
     import duckdb
@@ -174,18 +191,13 @@ def scan_floor(world: Path, channels: list[str]) -> dict:
     con = duckdb.connect()
     with tempfile.TemporaryDirectory() as tmp:
         for p in paths:
-            members = [p]
             if zipfile.is_zipfile(p):
-                members = []
                 with zipfile.ZipFile(p) as zf:
-                    for i, info in enumerate(zf.infolist()):
-                        dst = Path(tmp) / f"{p.stem}-{i}"
-                        with zf.open(info) as src, open(dst, "wb") as out:
-                            # the channels' ZIPs hold GBK text: inflate and transcode to UTF-8, chunk by chunk
-                            dec = codecs.getincrementaldecoder("gb18030")()
-                            for chunk in iter(lambda: src.read(1 << 22), b""):
-                                out.write(dec.decode(chunk).encode("utf-8"))
-                        members.append(dst)
+                    members = [_utf8_copy(zf.open(info), Path(tmp) / f"{p.stem}-{i}")
+                               for i, info in enumerate(zf.infolist())]
+            else:
+                with open(p, "rb") as fh:
+                    members = [p] if _is_utf8(fh.read(1 << 16)) else [_utf8_copy(open(p, "rb"), Path(tmp) / p.name)]
             for m in members:
                 rows += con.execute(
                     "SELECT count(*) FROM read_csv(?, header=false, all_varchar=true, delim='\\x01', quote='', "
