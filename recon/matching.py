@@ -66,14 +66,14 @@ FROM discrepancies
 WHERE business_date < $d
   AND (status IN ('open', 'pending') OR (status = 'auto_resolved' AND resolved_date >= $d))
 """, {"d": d})
-
-
-def _new_breaks(con: duckdb.DuckDBPyConnection, d: date) -> None:
-    """The day's own breaks, and which carried breaks today's data clears (TEMP ``carry_cleared``)."""
     con.execute("""
 CREATE OR REPLACE TEMP TABLE funds_carried AS
 SELECT channel, carry_key, sum(difference) AS difference FROM carry WHERE flow = 'funds' GROUP BY ALL
 """)
+
+
+def _new_breaks(con: duckdb.DuckDBPyConnection, d: date) -> None:
+    """The day's own breaks, and which carried breaks today's data clears (TEMP ``carry_cleared``)."""
     con.execute("""
 CREATE OR REPLACE TEMP TABLE funds_today AS
 SELECT f.*, CASE WHEN f.difference > 0 THEN 'long' WHEN f.difference < 0 THEN 'short' END AS outcome,
@@ -85,10 +85,10 @@ CREATE OR REPLACE TEMP TABLE carry_cleared AS
 SELECT p_carried AS discrepancy_id,
        CASE WHEN c_carried IS NULL THEN file_id END AS by_file,
        CASE WHEN c_carried IS NULL THEN channel_source ELSE platform_source END AS by_source
-FROM info_pairs WHERE has_p AND has_c AND p_carried IS NOT NULL
+FROM info_sources WHERE has_p AND has_c AND p_carried IS NOT NULL
 UNION ALL
 SELECT c_carried, NULL, platform_source
-FROM info_pairs WHERE has_p AND has_c AND c_carried IS NOT NULL AND p_carried IS NULL
+FROM info_sources WHERE has_p AND has_c AND c_carried IS NOT NULL AND p_carried IS NULL
 UNION ALL
 SELECT k.discrepancy_id, f.file_id, coalesce(f.channel_source, f.platform_source)
 FROM funds_today f JOIN carry k ON k.flow = 'funds' AND k.channel = f.channel AND k.carry_key = f.carry_key
@@ -122,7 +122,7 @@ WITH info AS (
                 ELSE false END AS at_cut,
            CASE WHEN NOT has_p THEN file_id END AS file_id, CASE WHEN NOT has_p THEN line_no END AS line_no,
            NULL::VARCHAR AS explanation, pending_days
-    FROM info_pairs
+    FROM info_sources
     WHERE outcome IS NOT NULL AND outcome <> 'matched'
       -- a carried row still alone is its own day's break, not a new one
       AND NOT (has_p AND NOT has_c AND p_carried IS NOT NULL)
@@ -300,7 +300,7 @@ def write_matches(con: duckdb.DuckDBPyConnection, d: date) -> int:
 INSERT INTO matched_transactions
 SELECT $d, channel, match_key, txn_type, order_no, refund_no, merchant_id, p_amount, p_currency, c_fee,
        event_time, platform_source, channel_source
-FROM info_pairs
+FROM info_sources
 WHERE outcome = 'matched'
    -- pairs on both sides that disagree: held by their open break, settled once a person resolves it
    OR (p_status = 'success' AND c_status IS NOT NULL

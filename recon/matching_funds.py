@@ -18,7 +18,9 @@
   first day a bank statement shows a credit from it.
 
 ``difference`` = channel − platform; > 0 ``long``, < 0 ``short``. ``carry_key`` groups a row with the
-earlier unresolved breaks it can clear (same reference; for batches, any earlier batch of the channel).
+earlier unresolved breaks it can clear (same reference; for batches, any earlier batch of the channel:
+TEMP TABLE ``funds_carried`` made by ``recon.matching``). Only rows that differ, or that may clear a
+carried break, are kept; their sources are looked up for those rows only (the sums run over narrow rows).
 """
 from __future__ import annotations
 
@@ -30,90 +32,121 @@ SIGNED = "CASE direction WHEN 'in' THEN amount ELSE -amount END"
 
 
 def funds_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
+    p = {"d": d}
     con.execute(f"""
-CREATE OR REPLACE TEMP TABLE funds_cmp AS
-WITH expected AS (
-    SELECT channel, coalesce(refund_no, order_no) AS ref, any_value(order_no) AS order_no,
-           sum({SIGNED}) AS net, any_value(currency) AS currency,
-           string_agg(source_table || ':' || source_key, ', ' ORDER BY source_key) AS platform_source,
-           bool_or(expected_at < cp.pday_lo OR expected_at >= cp.pday_hi) AS at_cut
-    FROM platform_expected_funds e JOIN channel_params cp USING (channel)
-    WHERE e.business_date = $d AND cp.has_funds
-    GROUP BY ALL
-), actual AS (
-    SELECT channel, coalesce(reference, channel_txn_id, movement_id) AS ref,
-           sum({SIGNED}) AS net, any_value(currency) AS currency,
-           string_agg(lf.path || ':' || line_no, ', ' ORDER BY line_no) AS channel_source,
-           any_value(file_id) AS file_id,
-           bool_or(booked_at < cp.day_lo_c OR booked_at >= cp.day_hi_c) AS at_cut
+CREATE OR REPLACE TEMP TABLE funds_diff AS
+WITH e AS (
+    SELECT channel, coalesce(refund_no, order_no) AS ref, sum({SIGNED}) AS net
+    FROM platform_expected_funds JOIN channel_params cp USING (channel)
+    WHERE business_date = $d AND cp.has_funds GROUP BY ALL
+), a AS (
+    SELECT channel, coalesce(reference, channel_txn_id, movement_id) AS ref, sum({SIGNED}) AS net
     FROM channel_funds_movements m JOIN loaded_files lf USING (file_id, channel)
-    JOIN channel_params cp USING (channel)
-    WHERE m.business_date = $d AND lf.status = 'active'
-    GROUP BY ALL
+    WHERE m.business_date = $d AND lf.status = 'active' GROUP BY ALL
 )
-SELECT 'txn' AS kind, coalesce(e.channel, a.channel) AS channel, coalesce(e.ref, a.ref) AS match_key,
-       coalesce(e.ref, a.ref) AS carry_key,
-       coalesce(e.order_no, po.order_no, a.ref) AS order_no, po.merchant_id,
-       e.net AS p_amount, a.net AS c_amount, coalesce(a.net, 0) - coalesce(e.net, 0) AS difference,
-       coalesce(a.currency, e.currency) AS currency, e.platform_source, a.channel_source, a.file_id,
-       coalesce(e.at_cut, false) OR coalesce(a.at_cut, false) AS at_cut,
-       CASE WHEN e.net IS NULL THEN 'no movement expected'
-            WHEN a.net IS NULL THEN 'no movement in the channel''s account' END AS detail
-FROM expected e FULL OUTER JOIN actual a ON e.channel = a.channel AND e.ref = a.ref
-LEFT JOIN (SELECT DISTINCT ON (channel, k) channel, k, order_no, merchant_id FROM (
-               SELECT channel, CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END AS k,
-                      order_no, merchant_id
-               FROM platform_orders WHERE business_date = $d)
-          ) po ON po.channel = coalesce(e.channel, a.channel) AND po.k = coalesce(e.ref, a.ref)
-""", {"d": d})
+SELECT coalesce(e.channel, a.channel) AS channel, coalesce(e.ref, a.ref) AS ref, e.net AS p_net, a.net AS c_net
+FROM e FULL OUTER JOIN a ON e.channel = a.channel AND e.ref = a.ref
+WHERE coalesce(a.net, 0) <> coalesce(e.net, 0)
+   OR (coalesce(e.channel, a.channel), coalesce(e.ref, a.ref)) IN (SELECT (channel, carry_key) FROM funds_carried)
+""", p)
+    con.execute("""
+CREATE OR REPLACE TEMP TABLE funds_cmp AS
+WITH ed AS (
+    SELECT e.channel, x.ref, any_value(e.order_no) AS order_no, any_value(e.currency) AS currency,
+           string_agg(e.source_table || ':' || e.source_key, ', ' ORDER BY e.source_key) AS src,
+           bool_or(e.expected_at < cp.pday_lo OR e.expected_at >= cp.pday_hi) AS at_cut
+    FROM platform_expected_funds e JOIN funds_diff x
+      ON x.channel = e.channel AND x.ref = coalesce(e.refund_no, e.order_no)
+    JOIN channel_params cp ON cp.channel = e.channel
+    WHERE e.business_date = $d GROUP BY ALL
+), ad AS (
+    SELECT m.channel, x.ref, any_value(m.currency) AS currency, any_value(m.file_id) AS file_id,
+           string_agg(lf.path || ':' || m.line_no, ', ' ORDER BY m.line_no) AS src,
+           bool_or(m.booked_at < cp.day_lo_c OR m.booked_at >= cp.day_hi_c) AS at_cut
+    FROM channel_funds_movements m JOIN funds_diff x
+      ON x.channel = m.channel AND x.ref = coalesce(m.reference, m.channel_txn_id, m.movement_id)
+    JOIN loaded_files lf ON lf.file_id = m.file_id AND lf.status = 'active'
+    JOIN channel_params cp ON cp.channel = m.channel
+    WHERE m.business_date = $d GROUP BY ALL
+), po AS (
+    SELECT DISTINCT ON (o.channel, x.ref) o.channel, x.ref, o.order_no, o.merchant_id
+    FROM platform_orders o JOIN funds_diff x
+      ON x.channel = o.channel AND x.ref = CASE o.order_type WHEN 'payment' THEN o.order_no ELSE o.refund_no END
+    WHERE o.business_date = $d
+)
+SELECT 'txn' AS kind, x.channel, x.ref AS match_key, x.ref AS carry_key,
+       coalesce(ed.order_no, po.order_no, x.ref) AS order_no, po.merchant_id,
+       x.p_net AS p_amount, x.c_net AS c_amount, coalesce(x.c_net, 0) - coalesce(x.p_net, 0) AS difference,
+       coalesce(ad.currency, ed.currency) AS currency, ed.src AS platform_source, ad.src AS channel_source,
+       ad.file_id, coalesce(ed.at_cut, false) OR coalesce(ad.at_cut, false) AS at_cut,
+       CASE WHEN x.p_net IS NULL THEN 'no movement expected'
+            WHEN x.c_net IS NULL THEN 'no movement in the channel''s account' END AS detail
+FROM funds_diff x LEFT JOIN ed USING (channel, ref) LEFT JOIN ad USING (channel, ref)
+LEFT JOIN po USING (channel, ref)
+""", p)
     _internal(con, d)
     _batch(con, d)
 
 
 def _internal(con: duckdb.DuckDBPyConnection, d: date) -> None:
+    p = {"d": d}
     con.execute(f"""
-INSERT INTO funds_cmp
-WITH orders AS (
-    SELECT channel, coalesce(refund_no, order_no) AS ref, any_value(order_no) AS order_no,
-           any_value(merchant_id) AS merchant_id,
-           sum(CASE order_type WHEN 'payment' THEN amount ELSE -amount END) AS net, any_value(currency) AS currency,
-           string_agg(source_table || ':' || source_key, ', ' ORDER BY source_key) AS src,
-           bool_or(event_time < cp.pday_lo OR event_time >= cp.pday_hi) AS at_cut
-    FROM platform_orders po JOIN channel_params cp USING (channel)
-    WHERE po.business_date = $d AND po.status = 'success'
+CREATE OR REPLACE TEMP TABLE internal_diff AS
+WITH o AS (
+    SELECT channel, coalesce(refund_no, order_no) AS ref,
+           sum(CASE order_type WHEN 'payment' THEN amount ELSE -amount END) AS net
+    FROM platform_orders WHERE business_date = $d AND status = 'success' AND channel IN (SELECT channel FROM channel_params)
     GROUP BY ALL
-), expected AS (
-    SELECT channel, coalesce(refund_no, order_no) AS ref, any_value(order_no) AS order_no,
-           sum({SIGNED}) AS net, any_value(currency) AS currency,
-           string_agg(source_table || ':' || source_key, ', ' ORDER BY source_key) AS src,
-           bool_or(expected_at < cp.pday_lo OR expected_at >= cp.pday_hi) AS at_cut
-    FROM platform_expected_funds e JOIN channel_params cp USING (channel)
-    WHERE e.business_date = $d
+), e AS (
+    SELECT channel, coalesce(refund_no, order_no) AS ref, sum({SIGNED}) AS net
+    FROM platform_expected_funds WHERE business_date = $d AND channel IN (SELECT channel FROM channel_params)
     GROUP BY ALL
 )
-SELECT 'internal', coalesce(o.channel, e.channel), 'internal:' || coalesce(o.ref, e.ref),
-       'internal:' || coalesce(o.ref, e.ref), coalesce(o.order_no, e.order_no), o.merchant_id,
-       o.net, e.net, coalesce(e.net, 0) - coalesce(o.net, 0), coalesce(o.currency, e.currency),
-       concat_ws(', ', o.src, e.src), NULL, NULL,
-       coalesce(o.at_cut, false) OR coalesce(e.at_cut, false),
-       'internal: successful orders net ' || coalesce(o.net, 0) || ', expected fund movements net '
-           || coalesce(e.net, 0)
-FROM orders o FULL OUTER JOIN expected e ON o.channel = e.channel AND o.ref = e.ref
+SELECT coalesce(o.channel, e.channel) AS channel, coalesce(o.ref, e.ref) AS ref, o.net AS o_net, e.net AS e_net
+FROM o FULL OUTER JOIN e ON o.channel = e.channel AND o.ref = e.ref
 WHERE coalesce(e.net, 0) <> coalesce(o.net, 0)
-""", {"d": d})
+   OR (coalesce(o.channel, e.channel), 'internal:' || coalesce(o.ref, e.ref))
+      IN (SELECT (channel, carry_key) FROM funds_carried)
+""", p)
+    con.execute("""
+INSERT INTO funds_cmp
+WITH od AS (
+    SELECT o.channel, x.ref, any_value(o.order_no) AS order_no, any_value(o.merchant_id) AS merchant_id,
+           any_value(o.currency) AS currency,
+           string_agg(o.source_table || ':' || o.source_key, ', ' ORDER BY o.source_key) AS src,
+           bool_or(o.event_time < cp.pday_lo OR o.event_time >= cp.pday_hi) AS at_cut
+    FROM platform_orders o JOIN internal_diff x ON x.channel = o.channel AND x.ref = coalesce(o.refund_no, o.order_no)
+    JOIN channel_params cp ON cp.channel = o.channel
+    WHERE o.business_date = $d AND o.status = 'success' GROUP BY ALL
+), ed AS (
+    SELECT e.channel, x.ref, any_value(e.order_no) AS order_no, any_value(e.currency) AS currency,
+           string_agg(e.source_table || ':' || e.source_key, ', ' ORDER BY e.source_key) AS src,
+           bool_or(e.expected_at < cp.pday_lo OR e.expected_at >= cp.pday_hi) AS at_cut
+    FROM platform_expected_funds e JOIN internal_diff x ON x.channel = e.channel AND x.ref = coalesce(e.refund_no, e.order_no)
+    JOIN channel_params cp ON cp.channel = e.channel
+    WHERE e.business_date = $d GROUP BY ALL
+)
+SELECT 'internal', x.channel, 'internal:' || x.ref, 'internal:' || x.ref, coalesce(od.order_no, ed.order_no),
+       od.merchant_id, x.o_net, x.e_net, coalesce(x.e_net, 0) - coalesce(x.o_net, 0),
+       coalesce(od.currency, ed.currency), concat_ws(', ', od.src, ed.src), NULL, NULL,
+       coalesce(od.at_cut, false) OR coalesce(ed.at_cut, false),
+       'internal: successful orders net ' || coalesce(x.o_net, 0) || ', expected fund movements net '
+           || coalesce(x.e_net, 0)
+FROM internal_diff x LEFT JOIN od USING (channel, ref) LEFT JOIN ed USING (channel, ref)
+""", p)
 
 
 def _batch(con: duckdb.DuckDBPyConnection, d: date) -> None:
+    p = {"d": d}
+    # channels a bank statement has shown a credit from, by day d, with their batch's trade date
     con.execute("""
-CREATE OR REPLACE TEMP TABLE batch_members AS
-WITH checked AS (   -- channels a bank statement has shown a credit from, by day d
-    SELECT DISTINCT b.payer_channel AS channel
-    FROM bank_statement_lines b JOIN loaded_files lf USING (file_id)
-    WHERE b.business_date <= $d AND lf.status = 'active' AND b.direction = 'in'
-), batch AS (
-    SELECT cp.*, ($d::DATE - cp.lag_days) AS trade_date
-    FROM channel_params cp JOIN checked USING (channel)
-)
+CREATE OR REPLACE TEMP TABLE batch_channels AS
+SELECT cp.*, ($d::DATE - cp.lag_days) AS trade_date
+FROM channel_params cp
+WHERE cp.channel IN (SELECT b.payer_channel FROM bank_statement_lines b JOIN loaded_files lf USING (file_id)
+                     WHERE b.business_date <= $d AND lf.status = 'active' AND b.direction = 'in')
+""", p)
+    members = """
 SELECT b.channel, b.trade_date, ct.txn_type,
        CASE ct.txn_type WHEN 'payment' THEN 'payment:' || coalesce(ct.merchant_order_no, ct.channel_txn_id)
             ELSE 'refund:' || coalesce(ct.merchant_refund_no, ct.channel_refund_id) END AS match_key,
@@ -122,7 +155,7 @@ SELECT b.channel, b.trade_date, ct.txn_type,
        coalesce(ct.net, CASE ct.txn_type WHEN 'payment' THEN ct.amount ELSE -ct.amount END - coalesce(ct.fee, 0))
            AS expected_net,
        lf.path || ':' || ct.line_no AS source, ct.currency
-FROM batch b JOIN channel_transactions ct ON ct.channel = b.channel AND ct.business_date = b.trade_date
+FROM batch_channels b JOIN channel_transactions ct ON ct.channel = b.channel AND ct.business_date = b.trade_date
 JOIN loaded_files lf ON lf.file_id = ct.file_id AND lf.status = 'active'
 WHERE b.has_trade AND ((ct.txn_type = 'payment' AND ct.status IN ('success', 'refunded'))
                     OR (ct.txn_type = 'refund' AND ct.status = 'success'))
@@ -130,15 +163,15 @@ UNION ALL
 SELECT b.channel, b.trade_date, po.order_type,
        CASE po.order_type WHEN 'payment' THEN 'payment:' || po.order_no ELSE 'refund:' || po.refund_no END,
        po.order_no, po.refund_no, po.amount,
-       CASE po.order_type WHEN 'payment' THEN round(po.amount * coalesce(b.fee_rate, 0), 2) END,
        -- contract fee, round(): half away from zero = half-up; refunds: no fee given back assumed
+       CASE po.order_type WHEN 'payment' THEN round(po.amount * coalesce(b.fee_rate, 0), 2) END,
        CASE po.order_type WHEN 'payment' THEN po.amount - round(po.amount * coalesce(b.fee_rate, 0), 2)
             ELSE -po.amount END,
        po.source_table || ':' || po.source_key, po.currency
-FROM batch b JOIN platform_orders po ON po.channel = b.channel AND po.business_date = b.trade_date
+FROM batch_channels b JOIN platform_orders po ON po.channel = b.channel AND po.business_date = b.trade_date
 WHERE NOT b.has_trade AND po.status = 'success'
-""", {"d": d})
-    con.execute("""
+"""
+    con.execute(f"""
 INSERT INTO funds_cmp
 WITH credits AS (
     SELECT b.payer_channel AS channel, sum(b.amount) AS amount, any_value(b.currency) AS currency,
@@ -149,20 +182,20 @@ WITH credits AS (
       AND b.payer_channel IN (SELECT channel FROM channel_params)
     GROUP BY ALL
 ), expected AS (
-    SELECT channel, any_value(trade_date) AS trade_date, sum(expected_net) AS net, count(*) AS n,
-           any_value(currency) AS currency
-    FROM batch_members GROUP BY channel
-), checked AS (
-    SELECT DISTINCT b.payer_channel AS channel
-    FROM bank_statement_lines b JOIN loaded_files lf USING (file_id)
-    WHERE b.business_date <= $d AND lf.status = 'active' AND b.direction = 'in'
+    SELECT channel, sum(expected_net) AS net, count(*) AS n, any_value(currency) AS currency
+    FROM ({members}) GROUP BY channel
 )
-SELECT 'batch', ck.channel, 'batch:' || ($d::DATE - cp.lag_days), 'batch', NULL, NULL,
+SELECT 'batch', bc.channel, 'batch:' || bc.trade_date, 'batch', NULL, NULL,
        coalesce(e.net, 0), coalesce(cr.amount, 0), coalesce(cr.amount, 0) - coalesce(e.net, 0),
        coalesce(cr.currency, e.currency), NULL, cr.src, cr.file_id, false,
-       'settlement batch of ' || ($d::DATE - cp.lag_days) || ': ' || coalesce(e.n, 0)
+       'settlement batch of ' || bc.trade_date || ': ' || coalesce(e.n, 0)
            || ' transactions expected net ' || coalesce(e.net, 0) || ', bank credits ' || coalesce(cr.amount, 0)
-FROM checked ck JOIN channel_params cp USING (channel)
-LEFT JOIN credits cr USING (channel) LEFT JOIN expected e USING (channel)
+FROM batch_channels bc LEFT JOIN credits cr USING (channel) LEFT JOIN expected e USING (channel)
 WHERE cr.amount IS NOT NULL OR e.net IS NOT NULL
-""", {"d": d})
+""", p)
+    # the members, materialised only for the batches that differ (the ones that can become breaks)
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE batch_members AS
+SELECT * FROM ({members}) m
+WHERE m.channel IN (SELECT channel FROM funds_cmp WHERE kind = 'batch' AND difference <> 0)
+""")
