@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from recon.config import Config, Merchant
 from recon.errors import UserError
@@ -133,7 +134,17 @@ def _load_merchants(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: 
                      m.fee_rounding == "half_even", m.refund_fee_policy == "pro_rata",
                      m.min_payout, m.reserve_rate, m.reserve_days))
     if rows:
-        con.executemany("INSERT INTO _stl_merchants VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        # one Arrow table instead of one INSERT per merchant; money travels as exact text
+        cols = list(zip(*rows))
+        text = [pa.array([None if v is None else str(v) for v in c], pa.string()) for c in cols]
+        con.register("_stl_merchants_arrow", pa.table({f"c{i}": a for i, a in enumerate(text)}))
+        con.execute("""
+            INSERT INTO _stl_merchants SELECT c0, CAST(c1 AS DATE), c2, CAST(c3 AS DECIMAL(12,8)),
+                CAST(c4 AS DECIMAL(18,2)), CAST(c5 AS DECIMAL(18,2)), CAST(c6 AS DECIMAL(18,2)),
+                CAST(c7 AS BOOLEAN), CAST(c8 AS BOOLEAN), CAST(c9 AS DECIMAL(18,2)),
+                CAST(c10 AS DECIMAL(12,8)), CAST(c11 AS INTEGER)
+            FROM _stl_merchants_arrow""")
+        con.unregister("_stl_merchants_arrow")
 
 
 # ----------------------------------------------------------------------------- SQL pieces
@@ -234,7 +245,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
         fresh AS (
             SELECT * FROM src
             ANTI JOIN (SELECT channel, txn_type, order_no, refund_no FROM settlement_items
-                       WHERE item_kind = 'transaction' AND trade_date BETWEEN $oldest AND $T) i
+                       WHERE item_kind = 'transaction' AND trade_date >= $oldest) i
               ON {_keyjoin('src', 'i')}
         ),
         block AS (

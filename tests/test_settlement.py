@@ -540,3 +540,15 @@ def test_cli_show_and_confirm(tmp_path, capsys):
     assert "already confirmed (by alice" in err and "Traceback" not in err
     assert cli_main(["settlement", "show", "NOPE", "--config", str(path)]) == 1
     assert "no settlement batch 'NOPE'" in capsys.readouterr().err
+
+
+def test_a_transaction_matched_again_on_another_day_is_not_paid_again(env):
+    cfg, con = env
+    add_txn(con, FRI, "payment", "A", "M001", "10.00")
+    add_txn(con, MON, "payment", "A", "M001", "10.00")    # the same payment, matched again later
+    add_txn(con, MON, "payment", "A", "M001", "10.00")    # ... and twice on the same day
+    run(con, cfg, MON)
+    run(con, cfg, FRI)                                    # an older day run after the newer one
+    run(con, cfg, MON)
+    assert con.execute("SELECT trade_date FROM settlement_items").fetchall() == [(MON,)]
+    assert_settled_at_most_once(con)
