@@ -231,3 +231,69 @@ def test_a_known_explanation_records_a_batch_difference_as_explained_not_open(tm
     assert [a for (a,) in con.execute("SELECT action FROM discrepancy_resolutions ORDER BY resolution_id")
             .fetchall()] == ["explained", "reopened"]
     con.close()
+
+
+NEXT = DAY + timedelta(days=1)
+
+
+@st.composite
+def late_days(draw):
+    """Orders, each on time, late on the channel's side (its rows come a day later), or late on the platform's."""
+    n = draw(st.integers(min_value=1, max_value=20))
+    return [(draw(amounts), draw(st.sampled_from(["on_time", "channel_late", "platform_late"]))) for _ in range(n)]
+
+
+def build_two_days(spec):
+    orders, txns, expected, moves = [], [], [], []
+    line = iter(range(1, 10_000))
+    t0 = datetime(2026, 6, 10, 9, 0, 0)
+    for i, (amount, when) in enumerate(spec):
+        no, txn, at = f"O{i:04d}", f"42000{i:06d}", t0 + timedelta(seconds=41 * i)
+        p_day = NEXT if when == "platform_late" else DAY
+        c_day = NEXT if when == "channel_late" else DAY
+        orders.append((p_day, "payment_orders", no, "payment", no, None, "wechat", txn, "M001", amount, "CNY",
+                       "success", at + (timedelta(days=1) if p_day == NEXT else timedelta())))
+        expected.append((p_day, "expected_fund_movements", f"F{no}", "wechat", no, None, "in", amount, "CNY",
+                         at + (timedelta(days=1) if p_day == NEXT else timedelta())))
+        fee = contract_fee(amount)
+        txns.append((c_day, "wechat", f"trade{c_day.day}", next(line), "payment", txn, no, None, None, None,
+                     "success", "CNY", amount, fee, amount - fee, at, None, None))
+        moves.append((c_day, "wechat", f"funds{c_day.day}", next(line), f"M{no}", txn, no, "in", amount, "CNY",
+                      at, "交易", None))
+    return orders, txns, expected, moves
+
+
+@settings(SETTINGS, max_examples=10)
+@given(late_days())
+def test_breaks_that_are_only_late_clear_themselves_the_next_day(spec):
+    con = connect(":memory:")
+    now = datetime(2026, 6, 12, 8, 0, 0)
+    for d in (DAY, NEXT):
+        for kind in ("trade", "funds"):
+            con.execute("INSERT INTO loaded_files (file_id, channel, business_date, kind, format, path, size_bytes, "
+                        "row_count, quarantined_count, status, loaded_at) VALUES (?, 'wechat', ?, ?, 'test', ?, 0, 0, "
+                        "0, 'active', ?)", [f"{kind}{d.day}", d, kind, f"{kind}{d.day}.csv", now])
+    for table, rows in zip(("platform_orders", "channel_transactions", "platform_expected_funds",
+                            "channel_funds_movements"), build_two_days(spec)):
+        con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+    c = cfg(":memory:")
+    with transaction(con):
+        reconcile_day(con, c, DAY)
+    late_channel = {f"O{i:04d}" for i, (_, w) in enumerate(spec) if w == "channel_late"}
+    late_platform = {f"O{i:04d}" for i, (_, w) in enumerate(spec) if w == "platform_late"}
+    want = ({("information", "missing_in_channel", f"payment:{no}") for no in late_channel}
+            | {("funds", "short", no) for no in late_channel}
+            | {("information", "missing_in_platform", f"payment:{no}") for no in late_platform}
+            | {("funds", "long", no) for no in late_platform})
+    assert found(con) == want
+    with transaction(con):
+        summary = reconcile_day(con, c, NEXT)
+    # day 2: every break of day 1 is cleared by the late rows, nothing new is found
+    assert summary.by_type == {}
+    assert summary.auto_resolved == len(want)
+    rows = con.execute("SELECT flow, type, match_key, status, resolved_date FROM discrepancies").fetchall()
+    assert {r[:3] for r in rows} == want and all(r[3:] == ("auto_resolved", NEXT) for r in rows)
+    late_keys = {f"payment:{no}" for no in late_channel | late_platform}
+    assert {k for (k,) in con.execute("SELECT match_key FROM matched_transactions WHERE business_date = ?",
+                                      [NEXT]).fetchall()} == late_keys
+    con.close()
