@@ -59,7 +59,7 @@ VALUES ('trade0', 'wechat', $d::DATE - 1, 'trade', 'wechat_trade', 'trade0.csv',
     sql("""
 CREATE TEMP TABLE g AS
 SELECT i, 'O' || i AS no, 'X' || i AS txn,
-       ((i * 7919) % 100000 + 1)::DECIMAL(18,2) / 100 AS amount,
+       (((i * 7919) % 100000 + 1)::DECIMAL(18,2) * 0.01::DECIMAL(18,2))::DECIMAL(18,2) AS amount,  -- exact
        $d::TIMESTAMP + INTERVAL 9 HOUR + to_seconds((i * 43200 // $n)::BIGINT) AS ts
 FROM range($n) t(i)""")
     sql("""
@@ -68,34 +68,34 @@ SELECT $d, 'payment_orders', no, 'payment', no, NULL, 'wechat', txn, 'M' || (i %
        'success', ts FROM g
 UNION ALL   -- a partial refund on every 20th order
 SELECT $d, 'refund_orders', 'R' || i, 'refund', no, 'R' || i, 'wechat', 'RX' || i, 'M' || (i % 500),
-       round(amount / 3, 2), 'CNY', 'success', ts + INTERVAL 1 HOUR FROM g WHERE i % 20 = 0""")
+       round(amount / 3::DECIMAL(18,2), 2), 'CNY', 'success', ts + INTERVAL 1 HOUR FROM g WHERE i % 20 = 0""")
     sql("""
 INSERT INTO channel_transactions
 SELECT $d, 'wechat', 'trade1', i, 'payment', txn, CASE WHEN i % 10 = 5 THEN NULL ELSE no END, NULL, NULL, '1900',
        CASE WHEN i % 1000 = 4 THEN 'closed' ELSE 'success' END, 'CNY',
        amount + CASE WHEN i % 1000 = 2 THEN 1 ELSE 0 END,
-       round(amount * 0.006, 2) + CASE WHEN i % 1000 = 3 THEN 0.01 ELSE 0 END, NULL, ts + INTERVAL 1 SECOND, NULL, NULL
+       round(amount * 0.006::DECIMAL(12,8), 2) + CASE WHEN i % 1000 = 3 THEN 0.01 ELSE 0 END, NULL, ts + INTERVAL 1 SECOND, NULL, NULL
 FROM g WHERE i % 1000 <> 1                                   -- missing_in_channel
 UNION ALL SELECT $d, 'wechat', 'trade1', i + $n, 'payment', txn, no, NULL, NULL, '1900', 'success', 'CNY', amount,
-       round(amount * 0.006, 2), NULL, ts, NULL, NULL FROM g WHERE i % 1000 = 6   -- duplicate
+       round(amount * 0.006::DECIMAL(12,8), 2), NULL, ts, NULL, NULL FROM g WHERE i % 1000 = 6   -- duplicate
 UNION ALL SELECT $d, 'wechat', 'trade1', i + 2 * $n, 'payment', 'XZ' || i, 'Z' || i, NULL, NULL, '1900', 'success',
-       'CNY', amount, round(amount * 0.006, 2), NULL, ts, NULL, NULL FROM g WHERE i % 1000 = 7  -- missing_in_platform
+       'CNY', amount, round(amount * 0.006::DECIMAL(12,8), 2), NULL, ts, NULL, NULL FROM g WHERE i % 1000 = 7  -- missing_in_platform
 UNION ALL SELECT $d, 'wechat', 'trade1', i + 3 * $n, 'refund', txn, no, 'RX' || i,
-       CASE WHEN i % 40 = 0 THEN NULL ELSE 'R' || i END, '1900', 'success', 'CNY', round(amount / 3, 2), 0, NULL,
+       CASE WHEN i % 40 = 0 THEN NULL ELSE 'R' || i END, '1900', 'success', 'CNY', round(amount / 3::DECIMAL(18,2), 2), 0, NULL,
        ts + INTERVAL 1 HOUR, NULL, NULL FROM g WHERE i % 20 = 0
 UNION ALL SELECT $d::DATE - 1, 'wechat', 'trade0', i, 'payment', 'Y' || txn, 'Y' || no, NULL, NULL, '1900', 'success',
-       'CNY', amount, round(amount * 0.006, 2), amount - round(amount * 0.006, 2), ts - INTERVAL 1 DAY, NULL, NULL
+       'CNY', amount, round(amount * 0.006::DECIMAL(12,8), 2), amount - round(amount * 0.006::DECIMAL(12,8), 2), ts - INTERVAL 1 DAY, NULL, NULL
 FROM g""")
     sql("""
 INSERT INTO platform_expected_funds
 SELECT $d, 'expected_fund_movements', 'F' || i, 'wechat', no, NULL, 'in', amount, 'CNY', ts FROM g
-UNION ALL SELECT $d, 'expected_fund_movements', 'FR' || i, 'wechat', no, 'R' || i, 'out', round(amount / 3, 2), 'CNY',
+UNION ALL SELECT $d, 'expected_fund_movements', 'FR' || i, 'wechat', no, 'R' || i, 'out', round(amount / 3::DECIMAL(18,2), 2), 'CNY',
        ts + INTERVAL 1 HOUR FROM g WHERE i % 20 = 0""")
     sql("""
 INSERT INTO channel_funds_movements
 SELECT $d, 'wechat', 'funds1', i, 'M' || i, txn, no, 'in', amount + CASE WHEN i % 1000 = 8 THEN 0.5 ELSE 0 END,
        'CNY', ts + INTERVAL 2 SECOND, 'trade', NULL FROM g WHERE i % 1000 <> 9      -- long / short
-UNION ALL SELECT $d, 'wechat', 'funds1', i + $n, 'MR' || i, 'RX' || i, 'R' || i, 'out', round(amount / 3, 2), 'CNY',
+UNION ALL SELECT $d, 'wechat', 'funds1', i + $n, 'MR' || i, 'RX' || i, 'R' || i, 'out', round(amount / 3::DECIMAL(18,2), 2), 'CNY',
        ts + INTERVAL 1 HOUR, 'refund', NULL FROM g WHERE i % 20 = 0""")
     sql("""
 INSERT INTO bank_statement_lines
