@@ -235,12 +235,19 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
             SEMI JOIN _stl_prev h ON mt.business_date = h.trade_date AND {_keyjoin('mt', 'h')}
             WHERE mt.business_date IN ({dates})"""
     oldest = min([T, *held_dates]) - timedelta(days=DUPLICATE_LOOKBACK_DAYS)
+    # The same transaction twice among the candidates (a matching defect) settles once: the
+    # earliest row wins. The ranking window costs more than this check, so it runs only if needed.
+    dups = con.execute(f"""
+        SELECT count(*) FROM (
+            SELECT 1 FROM (SELECT * FROM matched_transactions WHERE business_date = $T {earlier})
+            GROUP BY channel, txn_type, order_no, coalesce(refund_no, '') HAVING count(*) > 1)""",
+                       {"T": T}).fetchone()[0]
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _stl_cand AS
         WITH src AS (
             SELECT * FROM (
                 SELECT * FROM matched_transactions WHERE business_date = $T {earlier}
-            ) {_DEDUP}
+            ) {_DEDUP if dups else ''}
         ),
         fresh AS (
             SELECT * FROM src
@@ -281,7 +288,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
                amount, fee, {_net_sql('c')}, 'transaction', $T, match_key, event_time,
                CASE WHEN trade_date < $T THEN 'released from hold' END
         FROM _stl_cand c WHERE hold_reason IS NULL
-        ORDER BY batch_id, merchant_id, currency, trade_date, channel, txn_type, order_no, refund_no
+        ORDER BY batch_id, merchant_id, currency  -- clustered: statements read one merchant's rows
     """, {"T": T})
     con.execute("""
         INSERT INTO settlement_holds
