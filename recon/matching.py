@@ -286,7 +286,11 @@ UPDATE discrepancies SET
     age_days = date_diff('day', first_seen_date, CASE WHEN status IN ('open', 'pending') THEN $d::DATE
                                                       ELSE coalesce(resolved_date, $d::DATE) END),
     age_bucket = {bucket}, aged_as_of = $d
-WHERE first_seen_date <= $d AND (aged_as_of IS NULL OR aged_as_of <= $d OR status NOT IN ('open', 'pending'))
+WHERE first_seen_date <= $d
+  AND CASE WHEN status IN ('open', 'pending') THEN aged_as_of IS NULL OR aged_as_of <= $d
+           -- resolved: only rows whose frozen age is not written yet (the table only grows)
+           ELSE age_days IS DISTINCT FROM date_diff('day', first_seen_date, coalesce(resolved_date, $d::DATE))
+                OR aged_as_of IS NULL END
 """, {"d": d})
 
 
