@@ -170,7 +170,11 @@ def test_quoted_value_spanning_lines_keeps_exact_line_numbers(tmp_path):
     rows = bank_rows(6, seed=13)
     rows[2]["memo"] = "two\nlines"
     path = W.write_bank_csv(rows, tmp_path / "s.csv", encoding="utf-8")
-    parsed = parse("bank_csv", path)
+    strict = parse("bank_csv", path)          # by default a value spanning lines is a stray quote: quarantined
+    assert [(q.line_no, q.reason[:30]) for q in strict.quarantine] == [(6, "a quoted value spans lines 6-7")]
+    assert strict.footer.ok is False          # and the running balance no longer adds up
+    parsed = parse("bank_csv", path, allow_multiline_values=True)
+    assert not parsed.quarantine and parsed.footer.ok is True
     assert parsed.rows.column("line_no").to_pylist() == [4, 5, 6, 8, 9, 10]
     assert parsed.rows.column("memo").to_pylist()[2] == "two\nlines"
     assert amount_total(parsed.rows) == sum(r["amount"] for r in rows)

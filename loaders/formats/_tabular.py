@@ -260,6 +260,7 @@ class Extra:
 
     line_no: int
     text: str
+    reason: str | None = None      # set when the line has the right width but cannot be a row
 
 
 @dataclass
@@ -319,6 +320,7 @@ class Reader:
         self.width = len(self.header) if self.header else 0
         self.total_lines: int | None = None
         self.include: list[int] | None = None
+        self.allow_multiline = False
 
     def _split(self, text: str) -> list[str]:
         if not self.quote:
@@ -454,6 +456,13 @@ def slow_batches(reader: Reader, size: int = 50_000) -> Iterator[Batch]:
             extras.append(Extra(start, reader.extra_text(raw.encode("utf-8", "surrogateescape")
                                                          .decode("utf-8", "replace"))))
             continue
+        if not reader.allow_multiline and prev > start:
+            # a quoted value spanning lines is far more often a stray quote swallowing whole rows
+            extras.append(Extra(start, reader.extra_text(raw.encode("utf-8", "surrogateescape")
+                                                         .decode("utf-8", "replace")),
+                                f"a quoted value spans lines {start}-{prev} (stray quote?); set "
+                                "allow_multiline_values if the channel really writes them"))
+            continue
         rows.append(row)
         nums.append(start)
         if len(rows) >= size:
@@ -488,6 +497,28 @@ def _back(reader: Reader, value: str) -> bytes:
     return value.encode("utf-8")
 
 
+def _quiet(it: Iterator[Batch]) -> Iterator[Batch]:
+    """Iterate with pyarrow's complaints about undecodable odd lines kept off stderr.
+
+    pyarrow cannot hand a line that is not UTF-8 to the odd-line handler; it reports
+    that through ``sys.unraisablehook`` (a traceback on stderr) and then fails the read,
+    which sends the file to the exact reader. The traceback is noise for a user.
+    """
+    import sys
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, UnicodeDecodeError):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield from it
+    finally:
+        sys.unraisablehook = previous
+
+
 def drive(reader: Reader, process: Callable[[Batch], None], reset: Callable[[], None]) -> None:
     """Feed every body batch to ``process``, in order, streaming.
 
@@ -501,7 +532,7 @@ def drive(reader: Reader, process: Callable[[Batch], None], reset: Callable[[], 
     with ThreadPoolExecutor(max_workers=1) as pool:
         inflight: list = []
         try:
-            for b in reader.batches():
+            for b in _quiet(reader.batches()):
                 inflight.append(pool.submit(process, b))
                 if len(inflight) >= 2:
                     inflight.pop(0).result()

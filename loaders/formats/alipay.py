@@ -93,7 +93,8 @@ def _split_extras(rd: Reader, out: Collector) -> list[str]:
         if t.startswith("#"):
             comments.append(t)
         else:
-            out.reject(e.line_no, None, f"expected {rd.width} columns, found {len(e.text.split(','))}", e.text)
+            reason = e.reason or f"expected {rd.width} columns, found {len(e.text.split(','))}"
+            out.reject(e.line_no, None, reason, e.text)
     return comments
 
 
@@ -214,11 +215,20 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
     footer_lines = _split_extras(rd, out)
     table = out.table()
     quarantine = out.finish_quarantine(rd)
-    footer = _trade_footer(footer_lines, sums, len(quarantine), _summary_rows(summary_src, opts))
+    footer = _ended(footer_lines, _trade_footer(footer_lines, sums, len(quarantine), _summary_rows(summary_src, opts)))
     return ParsedFile(path, "alipay_trade", "trade", table, quarantine, footer, period,
                       empty_day=table.num_rows == 0 and not quarantine,
                       meta={"entry": src.member_name, "encoding": rd.encoding,
                             "summary_entry": summary_src.member_name if summary_src else None})
+
+
+def _ended(footer_lines: list[str], footer: FooterCheck) -> FooterCheck:
+    """Alipay closes the list with ``#-----…明细列表结束-----``; without it the file was cut short."""
+    if any("结束" in ln for ln in footer_lines):
+        return footer
+    return FooterCheck(False, "no #…明细列表结束 line after the rows: the file is cut short (truncated?); "
+                       + footer.message, footer.declared_rows, footer.declared_amount, footer.parsed_rows,
+                       footer.parsed_amount)
 
 
 def _trade_footer(comments: list[str], sums: dict, quarantined: int, summary: dict[str, str] | None) -> FooterCheck:
@@ -338,6 +348,7 @@ def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
                              "footer (truncated?)", None, None, table.num_rows + len(quarantine), None)
     else:
         footer = FooterCheck(None, "file has no #收入合计 footer")
+    footer = _ended(footer_lines, footer)
     return ParsedFile(path, "alipay_funds", "funds", table, quarantine, footer, period,
                       empty_day=table.num_rows == 0 and not quarantine,
                       meta={"entry": src.member_name, "encoding": rd.encoding})

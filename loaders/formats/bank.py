@@ -43,6 +43,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "amount": ("交易金额", "发生额", "金额", "Amount"),
     "indicator": ("借贷标志", "借贷方向", "收支方向", "DebitCredit", "DrCr", "Direction"),
     "currency": ("币种", "货币", "币别", "Currency"),
+    "balance": ("余额", "账户余额", "联机余额", "Balance", "RunningBalance"),
 }
 DEFAULT_PAYERS: dict[str, list[str]] = {
     "wechat": ["财付通", "tenpay", "微信"],
@@ -96,6 +97,9 @@ class _Mapper:
         self.totals: list[tuple[int, Decimal, Decimal]] = []
         self.sums = {"in": Decimal("0.00"), "out": Decimal("0.00")}
         self.index = {norm_header(k): v for k, v in idx.items()}
+        self.prev_balance: Decimal | None = None
+        self.chain_checked = 0
+        self.chain_break: tuple | None = None
 
     def process(self, batch: Batch) -> None:
         batch = without_blank(batch)
@@ -130,6 +134,8 @@ class _Mapper:
             z = pa.scalar(Decimal("0.00"), pa.decimal128(18, 2))
             both = as_bool(pc.and_(pc.not_equal(debit, z), pc.not_equal(credit, z)))
             errs.mark(both, "credit", "both debit and credit are filled")
+            neither = as_bool(pc.and_(pc.equal(c.get("debit"), ""), pc.equal(c.get("credit"), "")))
+            errs.mark(neither, "credit", "neither debit nor credit is filled")
             is_out = pc.not_equal(debit, z)
             amount = pc.if_else(is_out, debit, credit)
         else:
@@ -160,11 +166,28 @@ class _Mapper:
         cols = {"value_date": pc.cast(when, pa.date32()), "counterparty": counterparty, "payer_channel": payer,
                 "reference": c.text("reference"), "direction": pc.if_else(is_out, "out", "in"), "amount": amount,
                 "currency": pc.coalesce(ccy, pa.scalar(self.ccy)), "memo": memo}
+        balance = to_money(c.get("balance"), "balance", Errors(n), blank_zero=False) if c.has("balance") else None
         self.out.add(cols, batch.lines, errs)
         keep = ~errs.bad
         o = as_bool(is_out)
         self.sums["in"] += msum(amount, keep & ~o)
         self.sums["out"] += msum(amount, keep & o)
+        if balance is not None:
+            self._chain(balance.to_pylist(), amount.to_pylist(), o, keep, batch.lines)
+
+    def _chain(self, balances, amounts, is_out, keep, lines) -> None:
+        """The running balance column: each row's balance is the previous one plus or minus its amount.
+        A row lost (or an amount changed) anywhere breaks the chain."""
+        for i, bal in enumerate(balances):
+            if bal is None:
+                continue
+            if self.prev_balance is not None:
+                self.chain_checked += 1
+                amt = amounts[i] if keep[i] and amounts[i] is not None else None
+                expected = None if amt is None else self.prev_balance + (-amt if is_out[i] else amt)
+                if expected != bal and self.chain_break is None:
+                    self.chain_break = (int(lines[i]), self.prev_balance, amt, bal)
+            self.prev_balance = bal
 
     def _totals(self, c: Cols, mask: np.ndarray, lines: np.ndarray) -> None:
         scratch = Errors(c.n)
@@ -177,11 +200,25 @@ class _Mapper:
     def reset(self) -> None:
         self.out.reset()
         self.totals.clear()
+        self.prev_balance, self.chain_checked, self.chain_break = None, 0, None
         self.sums.update({"in": Decimal("0.00"), "out": Decimal("0.00")})
 
     def footer(self, quarantined: int) -> FooterCheck:
+        chain = None
+        if self.chain_break is not None:
+            line, prev, amt, bal = self.chain_break
+            chain = FooterCheck(False, f"running balance breaks at line {line}: previous balance {prev} with this "
+                                f"row's amount {amt if amt is not None else '(unparsed)'} should give "
+                                f"{'?' if amt is None else 'the next balance'}, the file says {bal}"
+                                + (f" ({quarantined} row(s) quarantined)" if quarantined else ""))
         if not self.totals:
+            if chain is not None:
+                return chain
+            if self.chain_checked:
+                return FooterCheck(True, f"running balance agrees on {self.chain_checked + 1} rows")
             return FooterCheck(None, "statement has no totals line")
+        if chain is not None:
+            return chain
         _, d, cr = self.totals[-1]
         checks = [("贷方合计", Decimal(cr).quantize(Decimal("0.01")), self.sums["in"]),
                   ("借方合计", Decimal(d).quantize(Decimal("0.01")), self.sums["out"])]
@@ -227,6 +264,7 @@ def _parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
         return ParsedFile(path, "bank_csv", "bank", BANK_SCHEMA.empty_table(), empty_day=True,
                           footer=FooterCheck(True, "header-only statement: no movements", 0, Decimal("0.00"), 0,
                                              Decimal("0.00")))
+    rd.allow_multiline = bool(opts.get("allow_multiline_values"))
     idx = _index(rd.header, opts)
     rd.include = sorted(set(idx.values()))
     out = Collector(BANK_SCHEMA, src)
@@ -234,7 +272,8 @@ def _parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
     drive(rd, mapper.process, mapper.reset)
     for e in rd.extras:
         if e.text.strip():
-            out.reject(e.line_no, None, f"expected {rd.width} columns, found {len(rd._split(e.text))}", e.text)
+            reason = e.reason or f"expected {rd.width} columns, found {len(rd._split(e.text))}"
+            out.reject(e.line_no, None, reason, e.text)
     table = out.table()
     quarantine = out.finish_quarantine(rd)
     return ParsedFile(path, "bank_csv", "bank", table, quarantine, mapper.footer(len(quarantine)),

@@ -28,6 +28,26 @@ from loaders.formats._tabular import (
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S%z")
 STRIPE_PAYMENT = ("charge", "payment")
 STRIPE_REFUND = ("refund", "payment_refund", "partial_capture_reversal")
+# Stripe's reporting categories (payout reconciliation); others are refused unless listed in options["categories"]
+STRIPE_CATEGORIES = ("charge", "refund", "dispute", "dispute_reversal", "fee", "adjustment", "other_adjustment",
+                     "partial_capture_reversal", "payout", "payout_reversal", "transfer", "transfer_reversal",
+                     "platform_earning", "platform_earning_refund", "contribution", "connect_reserved_funds",
+                     "risk_reserved_funds", "topup", "topup_reversal", "tax", "network_cost", "charge_failure",
+                     "payment", "payment_refund", "payment_failure_refund", "payment_reversal",
+                     "refund_failure", "unreconciled_customer_funds", "anticipation_repayment",
+                     "climate_order_purchase", "climate_order_refund", "financing_paydown", "obligation",
+                     "connect_collection_transfer", "issuing_authorization_hold", "issuing_authorization_release",
+                     "issuing_transaction", "inbound_transfer", "outbound_payment", "outbound_transfer",
+                     "received_credit", "received_debit")
+# Adyen's settlement detail record types; MerchantPayout lines are the file's totals
+ADYEN_TYPES = ("Settled", "Refunded", "Chargeback", "ChargebackReversed", "SecondChargeback", "RefundedReversed",
+               "ChargebackExternally", "RefundedExternally", "SettledExternally", "SettledBulk", "RefundedBulk",
+               "SettledInstallment", "RefundedInstallment", "SettledExternallyWithInfo", "RefundedExternallyWithInfo",
+               "Fee", "MiscCosts", "MerchantPayout", "PaidOut", "PaidOutReversed", "Balancetransfer",
+               "DepositCorrection", "InvoiceDeduction", "ReserveAdjustment", "Correction", "CashOutFunding",
+               "CashOutInstruction", "TopUp", "AdvancementCommissionExternallyCharged", "ManualCorrected",
+               "InternalTransfer", "MerchantPayin", "MerchantPayinReversed", "MerchantPayoutReversed",
+               "MerchantPayoutFailed", "Chargeback Reversal")
 ZERO = pa.scalar(Decimal("0.00"), pa.decimal128(18, 2))
 
 
@@ -44,6 +64,7 @@ def _retry(fn):
 def _reader(path: Path, opts: dict[str, Any], need: tuple[str, ...]) -> tuple[Reader, dict[str, int]]:
     src = source_for(path, lambda n: n.lower().endswith(".csv"), "report")
     rd = Reader(src, encoding=opts.get("encoding"), delimiter=opts.get("delimiter", ","), quote=True)
+    rd.allow_multiline = bool(opts.get("allow_multiline_values"))
     if rd.empty or rd.header is None:
         return rd, {}
     index = rd.header_map(lambda h: h.strip())
@@ -56,7 +77,8 @@ def _reader(path: Path, opts: dict[str, Any], need: tuple[str, ...]) -> tuple[Re
 def _odd_lines(rd: Reader, out: Collector) -> None:
     for e in rd.extras:
         if e.text.strip():
-            out.reject(e.line_no, None, f"expected {rd.width} columns, found {len(rd._split(e.text))}", e.text)
+            reason = e.reason or f"expected {rd.width} columns, found {len(rd._split(e.text))}"
+            out.reject(e.line_no, None, reason, e.text)
 
 
 def _empty(path: Path, fmt: str) -> ParsedFile:
@@ -97,7 +119,10 @@ def parse_stripe(path: Path, opts: dict[str, Any]) -> ParsedFile:
         errs = Errors(n)
         c = Cols(batch, index, rd, errs, " \t")
         cat = pc.utf8_lower(c.get("reporting_category"))
-        errs.mark(as_bool(pc.equal(cat, "")), "reporting_category", "empty reporting_category")
+        known = pa.array(list(STRIPE_CATEGORIES) + [str(x).lower() for x in opts.get("categories", ())])
+        raw_cat = c.get("reporting_category")
+        errs.mark(~as_bool(pc.is_in(cat, value_set=known)), "reporting_category",
+                  lambda i: f"unknown reporting_category {raw_cat[i].as_py()!r}")
         is_pay = pc.is_in(cat, value_set=pa.array(STRIPE_PAYMENT))
         is_ref = pc.is_in(cat, value_set=pa.array(STRIPE_REFUND))
         gross = to_money(c.get("gross"), "gross", errs)
@@ -159,6 +184,8 @@ def parse_adyen(path: Path, opts: dict[str, Any]) -> ParsedFile:
         errs = Errors(n)
         c = Cols(batch, index, rd, errs, " \t")
         typ = c.get("Type")
+        known = pa.array(list(ADYEN_TYPES) + [str(x) for x in opts.get("types", ())])
+        errs.mark(~as_bool(pc.is_in(typ, value_set=known)), "Type", lambda i: f"unknown Type {typ[i].as_py()!r}")
         is_payout = as_bool(pc.equal(typ, "MerchantPayout"))
         net_ccy = pc.utf8_upper(c.get("Net Currency"))
         batch_no = c.get("Batch Number")

@@ -77,7 +77,8 @@ def _split_extras(rd: Reader, summary_first: str, out: Collector, lenient: list[
         if len(fields) == rd.width + 1 and not fields[-1].strip():
             lenient.append(e)           # a trailing comma after the last value: harmless
         else:
-            out.reject(e.line_no, None, f"expected {rd.width} columns, found {len(fields)}", e.text)
+            reason = e.reason or f"expected {rd.width} columns, found {len(fields)}"
+            out.reject(e.line_no, None, reason, e.text)
     return summary
 
 
