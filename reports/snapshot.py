@@ -46,26 +46,15 @@ def snapshot_db_path(cfg: Any) -> Path:
     return Path(cfg.snapshot_path) / SNAPSHOT_DB
 
 
-def _parse_args(args: tuple, con: duckdb.DuckDBPyConnection | None) -> tuple[Any, Any, date]:
-    if args and isinstance(args[0], duckdb.DuckDBPyConnection):
-        con, args = args[0], args[1:]
-    if len(args) != 2:
-        raise TypeError("publish_snapshot([con,] cfg, business_date, *, con=None)")
-    cfg, business_date = args
-    return con, cfg, business_date
-
-
-def publish_snapshot(*args: Any, con: duckdb.DuckDBPyConnection | None = None,
+def publish_snapshot(cfg: Any, business_date: date, *, con: duckdb.DuckDBPyConnection | None = None,
                      transactions: bool = True) -> Path:
     """Publish the analyst snapshot; returns the path of the snapshot DuckDB file.
 
-    Call forms: ``publish_snapshot(cfg, d)``, ``publish_snapshot(cfg, d, con=con)`` or
-    ``publish_snapshot(con, cfg, d)``. Pass the pipeline's open writer connection ``con``
+    Pass the pipeline's open writer connection ``con``
     (any state: only committed data is copied, through ``con.cursor()``); without it the
     warehouse is opened read-only, which fails while another process holds it. Call it after
     the day's transaction has committed, or the snapshot holds the previous day only.
     """
-    con, cfg, business_date = _parse_args(args, con)
     snap_dir = Path(cfg.snapshot_path)
     snap_dir.mkdir(parents=True, exist_ok=True)
     final = snap_dir / SNAPSHOT_DB

@@ -46,8 +46,8 @@ def test_snapshot_has_committed_data_only_and_the_views(tmp_path):
     con.execute("INSERT INTO discrepancies (discrepancy_id, business_date, channel, flow, type, match_key, "
                 "difference, currency, status, first_seen_date, last_seen_date) VALUES "
                 "('half', ?, 'wechat', 'information', 'duplicate', 'k', 1.00, 'CNY', 'open', ?, ?)", [D2, D2, D2])
-    # ...is not in a snapshot published meanwhile (publish_snapshot(con, cfg, d) form).
-    publish_snapshot(con, cfg, D1)
+    # ...is not in a snapshot published meanwhile.
+    publish_snapshot(cfg, D1, con=con)
     ro = duckdb.connect(str(snap), read_only=True)
     assert ro.execute("SELECT max(business_date), count(*) FILTER (WHERE discrepancy_id = 'half') "
                       "FROM discrepancies").fetchone() == (D1, 0)
