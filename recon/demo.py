@@ -44,3 +44,27 @@ def build_platform_db(url: str, source_dir: Path = SAMPLES / "platform", *, mone
             counts[table] = len(rows)
     engine.dispose()
     return counts
+
+
+def write_demo_config(out: Path, **overrides) -> Path:
+    """A copy of ``sample_files/recon.yml`` writing into ``out`` (statement paths point at the samples).
+
+    Builds the platform database ``out/platform.db`` if it is not there yet; returns the config's path.
+    """
+    import yaml
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load((SAMPLES / "recon.yml").read_text(encoding="utf-8"))
+    for channel in raw["channels"]:
+        for st in channel["statements"]:
+            st["source"]["path"] = str(SAMPLES / st["source"]["path"])
+    url = f"sqlite:///{out / 'platform.db'}"
+    if not (out / "platform.db").exists():
+        build_platform_db(url)
+    raw.update({"warehouse": str(out / "warehouse.duckdb"), "output_dir": str(out),
+                "landing_dir": str(out / "landing"), "internal_source": {"url": url}, **overrides})
+    path = out / "recon.yml"
+    path.write_text("# Written by `recon demo` from sample_files/recon.yml\n"
+                    + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path

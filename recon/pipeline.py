@@ -180,7 +180,11 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
             stage, t0 = "settle", time.perf_counter()
             summary = settle_day(con, cfg, business_date)
             result.settlement = asdict(summary) if hasattr(summary, "__dataclass_fields__") else dict(summary)
-            progress("settle", str(summary))
+            held = ", ".join(f"{c} {a:,.2f}" for c, a in sorted(result.settlement.get("held_amount", {}).items()))
+            progress("settle", f"batches {', '.join(result.settlement.get('batch_ids', [])) or 'none'}: "
+                               f"{result.settlement.get('settled', 0)} settled, {result.settlement.get('held', 0)} "
+                               f"held{' (' + held + ')' if held else ''}, {result.settlement.get('released', 0)} "
+                               "released from earlier holds")
             result.seconds["settle"] = time.perf_counter() - t0
         _record_run(con, result.run_id, business_date, cfg, "succeeded", "settle", None, _summary(result))
         return result

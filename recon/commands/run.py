@@ -63,10 +63,11 @@ def print_summary(result) -> None:
           f"{sum(result.platform_rows.values())} platform rows, {result.matched} matched")
     breaks = result.breaks or {}
     print("   discrepancies: " + (", ".join(f"{k} {v}" for k, v in sorted(breaks.items())) or "none"))
-    for line in result.settlement.get("lines", []) if isinstance(result.settlement, dict) else []:
-        print(f"   settlement {line}")
-    if isinstance(result.settlement, dict) and not result.settlement.get("lines"):
-        print(f"   settlement: {result.settlement}")
+    lines = result.settlement.get("lines", [])
+    print(f"   settlement: {len(lines)} line(s), {result.settlement.get('held', 0)} transaction(s) held")
+    for ln in lines:
+        print(f"     {ln['batch_id']} {ln['merchant_id']} {ln['currency']}: gross {ln['gross']:,.2f}  refunds "
+              f"{ln['refunds']:,.2f}  fees {ln['fees']:,.2f}  net {ln['net']:,.2f}  payout {ln['payout']:,.2f}")
     for name, path in result.outputs.items():
         print(f"   {name}: {path}")
 
@@ -83,20 +84,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from recon.demo import SAMPLES, build_platform_db
+    from recon.demo import write_demo_config
 
     out = Path(args.out).resolve()
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    url = f"sqlite:///{out / 'platform.db'}"
-    build_platform_db(url)
-    cfg = load_config(SAMPLES / "recon.yml", overrides={
-        "warehouse": str(out / "warehouse.duckdb"), "output_dir": str(out), "landing_dir": str(out / "landing"),
-        "internal_source": {"url": url}})
+    config_path = write_demo_config(out)
+    cfg = load_config(config_path)
     run_dates(cfg, [DEMO_DATE])
     print(f"\nExcel report:  {out / 'reports' / DEMO_DATE.isoformat() / f'recon_report_{DEMO_DATE}.xlsx'}")
     print(f"DuckDB file:   {cfg.warehouse}")
-    print(f"Try:           duckdb {cfg.warehouse} \"SELECT type, count(*) FROM discrepancies GROUP BY 1\"",
-          file=sys.stdout)
+    print(f"Config:        {config_path}")
+    print(f"Try:           recon sql --config {config_path} \"SELECT * FROM v_daily_summary\"")
     return 0
