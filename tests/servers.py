@@ -17,6 +17,7 @@ Fixtures
     with ``ForceCommand internal-sftp -d <root>`` (no shell, starts in ``root``). Only when sshd cannot start
     (not installed, not root, fails) a paramiko-based SFTP server is used instead; ``server.kind`` says which
     ("openssh" or "paramiko") and the fixture prints it and records it as the ``ssh_server`` user property.
+    ``PAYRECON_TEST_SSH_SERVER=paramiko`` forces the fallback (to test it).
 ``paramiko_sftp_server``
     Always the paramiko server, with password auth ("sftp-user" / ``server.password``): password logins
     need a system account on sshd, which tests must not create.
@@ -340,6 +341,8 @@ def start_ssh_server(workdir: Path, root: Path) -> SshServer:
     """OpenSSH when it can start, else the paramiko server (``kind`` and ``note`` say which and why)."""
     workdir.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("PAYRECON_TEST_SSH_SERVER") == "paramiko":      # to exercise the fallback on purpose
+        return start_paramiko(workdir, root, note="PAYRECON_TEST_SSH_SERVER=paramiko")
     try:
         return start_openssh(workdir, root)
     except RuntimeError as exc:

@@ -304,7 +304,13 @@ class HttpFetcher:
         return self._download(dl, link, default_name, folder, f"download {public_url(link)}")
 
     def _read_small(self, resp, what: str) -> bytes:
-        body = resp.read(MAX_API_BODY + 1)
+        try:
+            body = resp.read(MAX_API_BODY + 1)
+        except (socket.timeout, TimeoutError):
+            raise TransientFetchError(f"{what}: read timed out after {self.transport.timeout}s") from None
+        except (http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
+            raise TransientFetchError(f"{what}: connection lost reading the answer: {type(exc).__name__}") \
+                from None
         if len(body) > MAX_API_BODY:
             raise FetchError(f"{what}: the answer is larger than {MAX_API_BODY} bytes")
         return body
