@@ -45,6 +45,7 @@ def measure(cmd: list[str], env: dict | None = None, timeout: float = 3600) -> d
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, **(env or {})})
     peak = [0]
+    cpu: dict[int, float] = {}
     done = threading.Event()
 
     def sample() -> None:
@@ -54,8 +55,11 @@ def measure(cmd: list[str], env: dict | None = None, timeout: float = 3600) -> d
             return
         while not done.is_set():
             try:
-                rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
-                peak[0] = max(peak[0], rss)
+                procs = [root] + root.children(recursive=True)
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs))
+                for p in procs:
+                    ct = p.cpu_times()
+                    cpu[p.pid] = ct.user + ct.system
             except psutil.Error:
                 pass
             done.wait(0.02)
@@ -70,7 +74,8 @@ def measure(cmd: list[str], env: dict | None = None, timeout: float = 3600) -> d
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-    return {"wall": wall, "peak_rss": peak[0], "stdout": out.decode(), "stderr": err.decode(errors="replace")}
+    return {"wall": wall, "peak_rss": peak[0], "cpu": sum(cpu.values()), "stdout": out.decode(),
+            "stderr": err.decode(errors="replace")}
 
 
 # ----------------------------------------------------------------------------- worlds
@@ -120,6 +125,46 @@ def usable_channels(workdir: Path) -> tuple[list[str], dict[str, str]]:
 
 
 # ----------------------------------------------------------------------------- the pipeline (child process)
+# Functions timed inside `run_day` (module, name): wall and CPU seconds per call, summed.
+PROFILED = (("recon.pipeline", "fetch_day"), ("recon.pipeline", "parse_fetched"), ("recon.pipeline", "load_file"),
+            ("recon.pipeline", "load_platform"), ("recon.pipeline", "reconcile_day"),
+            ("settlement.engine", "settle_day"), ("reports.excel", "write_discrepancy_report"),
+            ("reports.excel", "write_settlement_report"), ("settlement.payout", "write_payout_files"),
+            ("reports.snapshot", "publish_snapshot"))
+
+
+def _cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _profile(prof: dict) -> None:
+    """Wrap the PROFILED functions where `run_day` finds them; it still orchestrates every stage itself."""
+    import functools
+    import importlib
+    for module, name in PROFILED:
+        try:
+            mod = importlib.import_module(module)
+            fn = getattr(mod, name)
+        except (ImportError, AttributeError):
+            continue
+
+        def wrap(fn=fn, key=name):
+            @functools.wraps(fn)
+            def timed(*a, **k):
+                t, c = time.perf_counter(), _cpu()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    s = prof.setdefault(key, {"calls": 0, "wall": 0.0, "cpu": 0.0})
+                    s["calls"] += 1
+                    s["wall"] += time.perf_counter() - t
+                    s["cpu"] += _cpu() - c
+            return timed
+        setattr(mod, name, wrap())
+
+
 def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path) -> None:
     """`recon run` for DAY on ``world`` into a fresh warehouse under ``workdir`` (runs in its own process)."""
     from recon.config import load_config
@@ -129,11 +174,14 @@ def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path) -
     cfg = load_config(world / "recon.yml", overrides={
         "channels": keep, "warehouse": str(workdir / "warehouse.duckdb"), "output_dir": str(workdir / "out"),
         "landing_dir": str(workdir / "landing"), "snapshot_dir": str(workdir / "snapshot")})
-    t0 = time.perf_counter()
+    prof: dict = {}
+    _profile(prof)
+    t0, c0 = time.perf_counter(), _cpu()
     result = run_day(cfg, DAY)
-    total = time.perf_counter() - t0
-    out = {"seconds": result.seconds, "total": total, "matched": result.matched, "breaks": result.breaks,
-           "statement_rows": sum(f.rows for f in result.files), "platform_rows": result.platform_rows,
+    total, cpu = time.perf_counter() - t0, _cpu() - c0
+    out = {"seconds": result.seconds, "total": total, "cpu": cpu, "profile": prof, "matched": result.matched,
+           "breaks": result.breaks, "statement_rows": sum(f.rows for f in result.files),
+           "platform_rows": result.platform_rows,
            "files": [{"channel": f.channel, "kind": f.kind, "rows": f.rows} for f in result.files],
            "memory_limit": cfg.duckdb_memory_limit, "threads": cfg.duckdb_threads}
     out_json.write_text(json.dumps(out, default=str), encoding="utf-8")
@@ -147,7 +195,7 @@ def run_pipeline(world: Path, channels: list[str], workdir: Path) -> dict:
     r = measure([PY, "-m", "benchmarks.bench_e2e", "--child-run", str(world), "--channels", ",".join(channels),
                  "--run-dir", str(run_dir), "--out-json", str(out_json)])
     res = json.loads(out_json.read_text(encoding="utf-8"))
-    res.update(wall=r["wall"], peak_rss=r["peak_rss"])
+    res.update(wall=r["wall"], peak_rss=r["peak_rss"], cpu_tree=r["cpu"])
     return res
 
 
@@ -156,7 +204,7 @@ def run_pandas(world: Path, channels: list[str], datacompy: bool) -> dict:
            "--channels", ",".join(channels)]
     r = measure(cmd + (["--datacompy"] if datacompy else []))
     res = json.loads(r["stdout"].strip().splitlines()[-1])
-    res.update(wall=r["wall"], peak_rss=r["peak_rss"])
+    res.update(wall=r["wall"], peak_rss=r["peak_rss"], cpu_tree=r["cpu"])
     return res
 
 
@@ -186,7 +234,7 @@ def scan_floor(world: Path, channels: list[str]) -> dict:
     cfg = load_config(world / "recon.yml")
     paths = [Path(p) for ch in cfg.channels if ch.name in channels for st in ch.statements
              for p in sorted(glob.glob(expand_path(st.source.path, DAY)))]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     rows = 0
     con = duckdb.connect()
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,8 +251,8 @@ def scan_floor(world: Path, channels: list[str]) -> dict:
                     "SELECT count(*) FROM read_csv(?, header=false, all_varchar=true, delim='\\x01', quote='', "
                     "escape='', columns={'line': 'VARCHAR'}, strict_mode=false)",
                     [str(m)]).fetchone()[0]
-    statements = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    statements, statements_cpu = time.perf_counter() - t0, _cpu() - c0
+    t0, c0 = time.perf_counter(), _cpu()
     lite = sqlite3.connect(world / "platform.db")
     start, end = f"{DAY} 00:00:00", f"{DAY.fromordinal(DAY.toordinal() + 1)} 00:00:00"
     platform = 0
@@ -213,8 +261,9 @@ def scan_floor(world: Path, channels: list[str]) -> dict:
         platform += lite.execute(f"SELECT count(*), sum(length(amount)) FROM {table} WHERE {col} >= ? AND {col} < ?",
                                  [start, end]).fetchone()[0]
     lite.close()
-    return {"statements_seconds": statements, "statement_lines": rows, "platform_seconds": time.perf_counter() - t0,
-            "platform_rows": platform, "bytes": sum(p.stat().st_size for p in paths)}
+    return {"statements_seconds": statements, "statements_cpu": statements_cpu, "statement_lines": rows,
+            "platform_seconds": time.perf_counter() - t0, "platform_cpu": _cpu() - c0, "platform_rows": platform,
+            "bytes": sum(p.stat().st_size for p in paths)}
 
 
 # ----------------------------------------------------------------------------- one size
@@ -245,6 +294,7 @@ def bench_size(n: int, workdir: Path, with_pandas: bool = True, datacompy: bool 
         except Exception as exc:           # e.g. out of memory: report it, keep the rest
             res["pandas"] = {"error": str(exc)[-1000:]}
             log(f"[e2e] pandas failed: {str(exc)[-300:]}")
+    res["load_average_end"] = os.getloadavg()
     return res
 
 

@@ -32,41 +32,64 @@ def fmt_s(x) -> str:
 
 def table(results: list[dict], command: str) -> str:
     stages = ("fetch", "load", "match", "settle", "report")
+    la = [r["load_average"][0] for r in results] + [r.get("load_average_end", [0])[0] for r in results]
     lines = [f"Command: `{command}`", "",
-             f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
-             f"load average at start {results[0]['load_average'][0]:.1f} (other jobs were running: see notes).", ""]
-    lines += ["| orders/day | statement rows | platform rows | " + " | ".join(stages) + " | total wall | rows/s "
-              "| peak RSS |", "|---:" * (len(stages) + 6) + "|"]
+             f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
+             f"load average during the runs {min(la):.1f}–{max(la):.1f} (a load above 2 means other jobs shared "
+             "the two cores: wall times are then inflated, CPU seconds much less).", ""]
+    lines += ["Pipeline (`run_day`: fetch → load → match → settle → report + snapshot), wall seconds per stage "
+              "from `DayResult.seconds`:", "",
+              "| orders/day | statement rows | platform rows | " + " | ".join(stages) + " | total wall "
+              "| CPU s (process tree) | rows/s (wall) | rows/s (CPU) | peak RSS |",
+              "|---:" * (len(stages) + 8) + "|"]
     for r in results:
         pl = r["pipeline"]
         rows = pl["statement_rows"] + sum(pl["platform_rows"].values())
+        cpu = pl.get("cpu_tree") or pl.get("cpu") or float("nan")
         lines.append(f"| {r['orders']:,} | {pl['statement_rows']:,} | {sum(pl['platform_rows'].values()):,} | "
                      + " | ".join(fmt_s(pl["seconds"].get(s)) for s in stages)
-                     + f" | {pl['wall']:.1f} s | {rows / pl['wall']:,.0f} | {pl['peak_rss'] / GiB:.2f} GiB |")
-    lines += ["", "Side by side on the same files (ratios: the other's time / the pipeline's time):", "",
-              "| orders/day | pipeline (load+match) | pipeline total | pandas total | pandas peak RSS | "
-              "pandas ÷ pipeline | datacompy (WeChat payments) | scan floor | pipeline ÷ floor | same breaks |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+                     + f" | {pl['wall']:.1f} s | {cpu:.1f} s | {rows / pl['wall']:,.0f} | {rows / cpu:,.0f} "
+                       f"| {pl['peak_rss'] / GiB:.2f} GiB |")
+    prof_keys = sorted({k for r in results for k in r["pipeline"].get("profile", {})},
+                       key=lambda k: -results[-1]["pipeline"].get("profile", {}).get(k, {}).get("wall", 0))
+    if prof_keys:
+        lines += ["", "Where the time goes inside `run_day` (wall / CPU seconds, summed over calls):", "",
+                  "| function | " + " | ".join(f"{r['orders']:,}" for r in results) + " |",
+                  "|---" + "|---:" * len(results) + "|"]
+        for k in prof_keys:
+            cells = []
+            for r in results:
+                s = r["pipeline"].get("profile", {}).get(k)
+                cells.append("—" if not s else f"{s['wall']:.1f} / {s['cpu']:.1f}")
+            lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
+    lines += ["", "Side by side on the same files (ratio = the other's seconds ÷ the pipeline's):", "",
+              "| orders/day | pipeline wall / CPU | pandas wall / CPU | pandas ÷ pipeline (wall, CPU) "
+              "| pandas peak RSS | datacompy (WeChat payments only) | scan floor wall / CPU "
+              "| pipeline ÷ floor (wall, CPU) | same breaks |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in results:
         pl, pd_, fl = r["pipeline"], r.get("pandas") or {}, r["floor"]
-        core = pl["seconds"].get("load", 0) + pl["seconds"].get("match", 0)
-        floor = fl["statements_seconds"] + fl["platform_seconds"]
+        pcpu = pl.get("cpu_tree") or pl.get("cpu") or float("nan")
+        fw = fl["statements_seconds"] + fl["platform_seconds"]
+        fc = fl.get("statements_cpu", float("nan")) + fl.get("platform_cpu", float("nan"))
+        floor = f"{fw:.1f} / {fc:.1f} s | {pl['wall'] / fw:.1f}×, {pcpu / fc:.1f}×"
         if "wall" in pd_:
             from benchmarks.bench_e2e import agree
             dc = pd_.get("datacompy")
             lines.append(
-                f"| {r['orders']:,} | {core:.1f} s | {pl['wall']:.1f} s | {pd_['wall']:.1f} s | "
-                f"{pd_['peak_rss'] / GiB:.2f} GiB | {pd_['wall'] / pl['wall']:.2f}× "
-                f"(vs load+match {pd_['wall'] / core:.2f}×) | "
+                f"| {r['orders']:,} | {pl['wall']:.1f} / {pcpu:.1f} s | {pd_['wall']:.1f} / {pd_['cpu_tree']:.1f} s | "
+                f"{pd_['wall'] / pl['wall']:.2f}×, {pd_['cpu_tree'] / pcpu:.2f}× | {pd_['peak_rss'] / GiB:.2f} GiB | "
                 + (f"{dc['seconds']:.1f} s on {dc['rows']:,} rows" if dc else "—")
-                + f" | {floor:.1f} s | {pl['wall'] / floor:.1f}× | {'yes' if agree(pl, pd_) else 'NO'} |")
+                + f" | {floor} | {'yes' if agree(pl, pd_) else 'NO'} |")
         else:
-            lines.append(f"| {r['orders']:,} | {core:.1f} s | {pl['wall']:.1f} s | "
-                         f"{pd_.get('error', 'not run')[:80]} | | | | {floor:.1f} s | {pl['wall'] / floor:.1f}× | |")
+            lines.append(f"| {r['orders']:,} | {pl['wall']:.1f} / {pcpu:.1f} s | "
+                         f"{pd_.get('error', 'not run')[:80]} | | | | {floor} | |")
     if len(results) >= 2:
         a, b = results[0], results[-1]
+        ca = a["pipeline"].get("cpu_tree") or 1
+        cb = b["pipeline"].get("cpu_tree") or 1
         lines += ["", f"Growth: {b['orders'] / a['orders']:.0f}× the orders cost "
-                      f"{b['pipeline']['wall'] / a['pipeline']['wall']:.1f}× the wall time."]
+                      f"{b['pipeline']['wall'] / a['pipeline']['wall']:.1f}× the wall time and {cb / ca:.1f}× the CPU."]
     excl = results[0].get("excluded") or {}
     lines += ["", "Channels: " + ", ".join(results[0]["channels"])
               + ("" if not excl else "; left out (their format cannot read the generated files yet): "
@@ -76,6 +99,8 @@ def table(results: list[dict], command: str) -> str:
         lines += ["", f"Breaks found at {r['orders']:,} orders: pipeline {json.dumps(pl['breaks'], sort_keys=True)}"
                   + (f"; pandas {json.dumps({k: v for k, v in pd_['breaks'].items() if k != 'matched'}, sort_keys=True)}"
                      if 'breaks' in pd_ else "")]
+        if pd_.get("seconds"):
+            lines.append("pandas stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in pd_["seconds"].items()))
         if r.get("generate_seconds"):
             lines.append(f"Generating the world took {r['generate_seconds']:.1f} s "
                          f"(peak RSS {r['generate_peak_rss'] / GiB:.2f} GiB).")
