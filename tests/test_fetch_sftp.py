@@ -103,6 +103,15 @@ def test_glob_matches_several_files_and_skips_hidden_uploads(sftp_server, tmp_pa
     assert [(f.original_name, f.path.read_bytes()) for f in files] == [("part1.csv", b"a\n"), ("part2.csv", b"b\n")]
 
 
+def test_symlinked_file_is_fetched_as_its_target(sftp_server, tmp_path):
+    put(sftp_server, "archive/ICBC_20260605.csv", CONTENT)
+    (sftp_server.root / "out").mkdir()
+    (sftp_server.root / "out" / "latest_20260605.csv").symlink_to(sftp_server.root / "archive" / "ICBC_20260605.csv")
+    (sftp_server.root / "out" / "dangling_20260605.csv").symlink_to(sftp_server.root / "nowhere.csv")
+    files = run(tmp_path, sftp_source(sftp_server, "out/*_{yyyymmdd}.csv"))
+    assert [(f.original_name, f.path.read_bytes()) for f in files] == [("latest_20260605.csv", CONTENT)]
+
+
 def test_pinned_fingerprint_accepts_the_right_key(sftp_server, tmp_path):
     put(sftp_server, "f.csv", CONTENT)
     src = sftp_source(sftp_server, "f.csv", known_hosts=None, host_key_fingerprint=sftp_server.host_key_fingerprint)

@@ -250,6 +250,14 @@ class SftpFetcher:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise self._sftp_error(exc, folder) from None
         entries = {a.filename: a for a in listing}
+        for name, a in list(entries.items()):          # a symlink counts as what it points to ("latest.csv")
+            if stat.S_ISLNK(a.st_mode or 0) and fnmatch.fnmatchcase(name, pattern):
+                try:
+                    target = sftp.stat(posixpath.join(folder, name))
+                except (OSError, EOFError, paramiko.SSHException):
+                    continue                           # dangling link: not a file (yet)
+                target.filename = name
+                entries[name] = target
         suffixes = tuple(s for s in (t.checksum_suffix,
                                      t.done_marker if t.done_marker and t.done_marker.startswith(".") else None)
                          if s)
