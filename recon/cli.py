@@ -29,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from loaders.base import FileError
+    from loaders.fetch.base import FetchError
     from recon.config import ConfigError
     from recon.warehouse import WarehouseError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, FileError, WarehouseError) as exc:
+    except (UserError, ConfigError, FileError, FetchError, WarehouseError) as exc:
         print(f"recon {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1) or 1
     except KeyboardInterrupt:
