@@ -165,7 +165,7 @@ def _profile(prof: dict) -> None:
         setattr(mod, name, wrap())
 
 
-def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path) -> None:
+def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path, report: bool = True) -> None:
     """`recon run` for DAY on ``world`` into a fresh warehouse under ``workdir`` (runs in its own process)."""
     from recon.config import load_config
     from recon.pipeline import run_day
@@ -177,7 +177,15 @@ def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path) -
     prof: dict = {}
     _profile(prof)
     t0, c0 = time.perf_counter(), _cpu()
-    result = run_day(cfg, DAY)
+    if report:
+        result = run_day(cfg, DAY)
+    else:                           # run_day without its report stage: fetch, then load + match + settle
+        from recon import pipeline
+        t1 = time.perf_counter()
+        files = pipeline.fetch_day(cfg, DAY)
+        fetch_s = time.perf_counter() - t1
+        result = pipeline.process_day(cfg, DAY, files)
+        result.seconds["fetch"] = fetch_s
     total, cpu = time.perf_counter() - t0, _cpu() - c0
     out = {"seconds": result.seconds, "total": total, "cpu": cpu, "profile": prof, "matched": result.matched,
            "breaks": result.breaks, "statement_rows": sum(f.rows for f in result.files),
@@ -187,13 +195,13 @@ def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path) -
     out_json.write_text(json.dumps(out, default=str), encoding="utf-8")
 
 
-def run_pipeline(world: Path, channels: list[str], workdir: Path) -> dict:
+def run_pipeline(world: Path, channels: list[str], workdir: Path, report: bool = True) -> dict:
     run_dir = workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     out_json = run_dir / "result.json"
     r = measure([PY, "-m", "benchmarks.bench_e2e", "--child-run", str(world), "--channels", ",".join(channels),
-                 "--run-dir", str(run_dir), "--out-json", str(out_json)])
+                 "--run-dir", str(run_dir), "--out-json", str(out_json)] + ([] if report else ["--no-report"]))
     res = json.loads(out_json.read_text(encoding="utf-8"))
     res.update(wall=r["wall"], peak_rss=r["peak_rss"], cpu_tree=r["cpu"])
     return res
@@ -268,7 +276,7 @@ def scan_floor(world: Path, channels: list[str]) -> dict:
 
 # ----------------------------------------------------------------------------- one size
 def bench_size(n: int, workdir: Path, with_pandas: bool = True, datacompy: bool = True,
-               log=print) -> dict:
+               log=print, report: bool = True) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     channels, excluded = usable_channels(workdir)
     log(f"[e2e] channels used: {channels}; left out: {excluded or 'none'}")
@@ -281,7 +289,8 @@ def bench_size(n: int, workdir: Path, with_pandas: bool = True, datacompy: bool 
     res["floor"] = scan_floor(world, channels)
     log(f"[e2e] floor: statements {res['floor']['statements_seconds']:.1f} s, "
         f"platform {res['floor']['platform_seconds']:.1f} s")
-    res["pipeline"] = run_pipeline(world, channels, workdir)
+    res["pipeline"] = run_pipeline(world, channels, workdir, report)
+    res["report_stage"] = report
     pl = res["pipeline"]
     log(f"[e2e] pipeline: {pl['wall']:.1f} s wall, stages {json.dumps({k: round(v, 1) for k, v in pl['seconds'].items()})}, "
         f"peak RSS {pl['peak_rss'] / 2**30:.2f} GiB")
@@ -310,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels")
     ap.add_argument("--run-dir")
     ap.add_argument("--out-json")
+    ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
     if args.child_run:
-        child_run(Path(args.child_run), args.channels.split(","), Path(args.run_dir), Path(args.out_json))
+        child_run(Path(args.child_run), args.channels.split(","), Path(args.run_dir), Path(args.out_json),
+                  report=not args.no_report)
         return 0
     ap.error("use python -m benchmarks.run")
     return 2

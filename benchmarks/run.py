@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/payrecon-bench"))
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     ap.add_argument("--no-datacompy", action="store_true")
+    ap.add_argument("--no-report", action="store_true",
+                    help="stop after settle (run_day without report_day), e.g. to profile the core at 10M")
     ap.add_argument("--write-results", action="store_true", help="update the End to end section of RESULTS.md")
     ap.add_argument("--others", action="store_true", help=f"also run {', '.join(OTHERS)} when present")
     args = ap.parse_args(argv)
@@ -133,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
         t0 = time.perf_counter()
-        r = bench_size(n, work, with_pandas=not args.no_pandas, datacompy=not args.no_datacompy)
+        r = bench_size(n, work, with_pandas=not args.no_pandas, datacompy=not args.no_datacompy,
+                       report=not args.no_report)
         (work / f"e2e-{n}.json").write_text(json.dumps(r, indent=2, default=str), encoding="utf-8")
         print(f"[e2e] {n:,} orders done in {time.perf_counter() - t0:.0f} s; raw results {work / f'e2e-{n}.json'}")
         results.append(r)
-    command = "python -m benchmarks.run --sizes " + args.sizes + (" --no-pandas" if args.no_pandas else "")
+    command = ("python -m benchmarks.run --sizes " + args.sizes + (" --no-pandas" if args.no_pandas else "")
+               + (" --no-report" if args.no_report else ""))
     text = table(results, command)
     print("\n" + text)
     if args.write_results:
