@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import gzip as _gzip
-import io
 import zipfile
 from datetime import date, datetime, timedelta
 from decimal import Decimal

@@ -4,7 +4,6 @@ different total."""
 from __future__ import annotations
 
 import importlib
-import io
 import re
 import zipfile
 from datetime import date

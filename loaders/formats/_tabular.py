@@ -725,18 +725,6 @@ class Collector:
         return self.quarantine
 
 
-def sum_money(table: pa.Table, column: str, mask: pa.Array | None = None) -> Decimal:
-    col = table.column(column)
-    if mask is not None:
-        col = pc.filter(col, mask)
-    s = pc.sum(col).as_py()
-    return Decimal("0.00") if s is None else Decimal(s).quantize(Decimal("0.01"))
-
-
-def count(table: pa.Table, column: str, value: str) -> int:
-    return int(pc.sum(pc.cast(pc.equal(table.column(column), value), pa.int64())).as_py() or 0)
-
-
 class Cols:
     """Decoded, cleaned string columns of a batch, looked up by (normalised) header name.
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from loaders.base import FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
     Batch, Collector, Cols, Errors, Reader, Source, _RetryEncoding, as_bool, cols_for, const, decimal_of, drive,
-    footer_check, is_zip, map_values, msum, neg, source_for, sub, to_money, to_time, without_blank, zeros, zip_members,
+    footer_check, is_zip, map_values, msum, neg, sub, to_money, to_time, without_blank, zeros, zip_members,
 )
 
 PERIOD = re.compile(r"起始日期[:：]\s*\[(\d{4})年(\d{1,2})月(\d{1,2})日\s*([\d:]*)\].*?"

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 
 from loaders.base import BANK_SCHEMA, FileError, FooterCheck, ParsedFile, mask_numbers, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, _RetryEncoding, _back, as_bool, blank_to_null, const, drive, msum,
-    source_for, to_money, to_time, without_blank, zeros,
+    Batch, Collector, Cols, Errors, Reader, _RetryEncoding, as_bool, drive, msum, source_for, to_money, to_time,
+    without_blank,
 )
 
 ALIASES: dict[str, tuple[str, ...]] = {

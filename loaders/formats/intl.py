@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from loaders.base import TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, _RetryEncoding, add, as_bool, const, drive, footer_check, msum, neg,
+    Batch, Collector, Cols, Errors, Reader, _RetryEncoding, add, as_bool, const, drive, footer_check, neg,
     source_for, sub, to_money, to_time, without_blank, zeros,
 )
 
