@@ -371,24 +371,43 @@ def notify_failure(context: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- key-hash buckets
-#: Every table the day's reconciliation reads, with the business reference that decides its bucket.
-#: The reference is the order / refund number inside the match key (``payment:<ref>``,
-#: ``refund:<ref>``) and the funds-flow reference, so both sides of a pair, its duplicates and its funds
-#: movements always fall into the same bucket. A reconciliation that starts reading another keyed table
-#: must add it here (the bucket test compares every break with the unsplit run).
+#: Every keyed table the day's reconciliation reads, as the rows of one channel and one bucket. The bucket
+#: is hash(reference) % N where the reference is the platform's order / refund number a row pairs on: the
+#: number inside the match key (``payment:<ref>``, ``refund:<ref>``, ``internal:<ref>``) and the funds-flow
+#: reference. A channel row without the merchant's number takes the platform number its channel id maps to,
+#: exactly as the matching does, so both sides of a pair, its duplicates, its funds movements and its carried
+#: breaks always fall into the same bucket. {src} is the warehouse catalog, {where} the channel + bucket test.
+_IDS = ("SELECT channel, order_type, channel_txn_id, "
+        "min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k "
+        "FROM {src}.platform_orders WHERE channel_txn_id IS NOT NULL GROUP BY ALL")
 BUCKET_INPUTS = {
-    "platform_orders": "CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END",
-    "channel_transactions": ("CASE txn_type WHEN 'payment' THEN coalesce(merchant_order_no, channel_txn_id) "
-                             "ELSE coalesce(merchant_refund_no, channel_refund_id) END"),
-    "platform_expected_funds": "coalesce(refund_no, order_no)",
-    "channel_funds_movements": "coalesce(reference, channel_txn_id, movement_id)",
+    "platform_orders": ("SELECT t.* FROM {src}.platform_orders t WHERE {where}",
+                        "CASE t.order_type WHEN 'payment' THEN t.order_no ELSE t.refund_no END"),
+    "channel_transactions": (
+        "SELECT t.* FROM {src}.channel_transactions t LEFT JOIN (" + _IDS + ") i ON i.channel = t.channel "
+        "AND i.order_type = t.txn_type "
+        "AND i.channel_txn_id = CASE t.txn_type WHEN 'payment' THEN t.channel_txn_id ELSE t.channel_refund_id END "
+        "WHERE {where}",
+        "CASE t.txn_type WHEN 'payment' THEN coalesce(i.k, t.merchant_order_no, t.channel_txn_id) "
+        "ELSE coalesce(i.k, t.merchant_refund_no, t.channel_refund_id, "
+        "coalesce(t.merchant_order_no, t.channel_txn_id) || '@' || t.amount) END"),
+    "platform_expected_funds": ("SELECT t.* FROM {src}.platform_expected_funds t WHERE {where}",
+                                "coalesce(t.refund_no, t.order_no)"),
+    "channel_funds_movements": ("SELECT t.* FROM {src}.channel_funds_movements t WHERE {where}",
+                                "coalesce(t.reference, t.channel_txn_id, t.movement_id)"),
+    # Settlement-batch checks compare a bank's lump sum with a whole channel's day: not splittable by key.
+    "bank_statement_lines": ("SELECT t.* FROM {src}.bank_statement_lines t WHERE false", None),
 }
-#: What the reconciliation writes: each bucket writes its own slice, merged afterwards.
-BUCKET_OUTPUTS = ("discrepancies", "matched_transactions")
-#: The reference of a discrepancy row: its match key without the ``payment:``/``refund:`` prefix and
-#: the ``#<occurrence>`` of a duplicate.
-DISCREPANCY_REF = r"regexp_replace(regexp_replace(match_key, '^(payment|refund):', ''), '#[0-9]+$', '')"
-MATCHED_REF = r"regexp_replace(match_key, '^(payment|refund):', '')"
+#: The reference of a break or a matched pair: its match key without the kind prefix and a duplicate's
+#: ``#<occurrence>``. Channel-wide breaks (``batch:<T>``) belong to no bucket.
+_KEY_REF = r"regexp_replace(regexp_replace(t.match_key, '^(payment|refund|internal):', ''), '#[0-9]+$', '')"
+#: What the reconciliation writes; each bucket writes its own slice (seeded with the slice's current rows).
+BUCKET_OUTPUTS = {
+    "discrepancies": f"t.match_key NOT LIKE 'batch:%' AND {{bucket:{_KEY_REF}}}",
+    "matched_transactions": f"{{bucket:{_KEY_REF}}}",
+    "discrepancy_members": "false",          # members of settlement-batch breaks only
+    "discrepancy_resolutions": "false",      # append-only audit: a bucket's new rows are appended at merge
+}
 
 
 def bucket_sql(ref_sql: str, buckets: int) -> str:
@@ -400,14 +419,20 @@ def _bucket_dir(out_dir: Path, channel: str, d: date) -> Path:
     return Path(out_dir) / f"business_date={d.isoformat()}" / f"channel={channel}"
 
 
+def _has_batch_credits(con, src: str, channel: str, d: date) -> bool:
+    return con.execute(f"SELECT count(*) FROM {src}.bank_statement_lines WHERE payer_channel = ? "
+                       "AND business_date <= ? AND direction = 'in'", [channel, d]).fetchone()[0] > 0
+
+
 def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: int, out_dir: Path) -> dict:
     """Reconcile one key-hash bucket of one channel's day; writes Parquet, never the warehouse.
 
     The warehouse is opened read-only (many buckets can read it at once, from many processes). TEMP
     views named like the input tables show only this channel's rows of this bucket, and TEMP tables
-    named like the output tables hold this slice's current breaks; then the pipeline's own
-    ``reconcile_day`` runs unchanged and resolves its table names to them. The slice it leaves is
-    written to ``<out_dir>/business_date=D/channel=C/<table>/bucket=<b>.parquet``.
+    named like the output tables hold this slice's current rows; the pipeline's own ``reconcile_day``
+    then runs unchanged and resolves its table names to them (DuckDB looks in ``temp`` first; a write
+    to any other table fails: the warehouse is read-only). The slice it leaves is written to
+    ``<out_dir>/business_date=D/channel=C/<table>/bucket=<b>.parquet``.
     """
     from recon import pipeline
 
@@ -418,17 +443,24 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
     con = pipeline.open_warehouse(cfg, read_only=True)
     try:
         db = con.execute("SELECT current_database()").fetchone()[0]
-        ch = channel.replace("'", "''")
-        for table, ref in BUCKET_INPUTS.items():
-            con.execute(f'CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM "{db}".main.{table} '
-                        f"WHERE channel = '{ch}' AND {bucket_sql(ref, buckets)} = {bucket}")
-        refs = {"discrepancies": DISCREPANCY_REF, "matched_transactions": MATCHED_REF}
-        for table in BUCKET_OUTPUTS:
+        src = f'"{db}".main'
+        if _has_batch_credits(con, src, channel, d):
+            raise ValueError(f"channel {channel}: a bank statement shows its settlement-batch credits; the batch "
+                             "check compares whole days and cannot be split by key: reconcile it unsplit")
+        ch = f"'{channel}'"
+        for table, (sql, ref) in BUCKET_INPUTS.items():
+            where = f"t.channel = {ch} AND {bucket_sql(ref, buckets)} = {bucket}" if ref else "true"
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS " + sql.format(src=src, where=where))
+        for table, seed in BUCKET_OUTPUTS.items():
             ddl = con.execute("SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
                               "AND table_name = ?", [db, table]).fetchone()[0]
+            for seq in re.findall(r"nextval\('([^']+)'\)", ddl):
+                con.execute(f"CREATE TEMP SEQUENCE IF NOT EXISTS {seq}")
             con.execute(re.sub(r"^CREATE TABLE\s+(\S+\.)*", "CREATE TEMP TABLE ", ddl, count=1))
-            con.execute(f'INSERT INTO temp.main.{table} SELECT * FROM "{db}".main.{table} '
-                        f"WHERE channel = '{ch}' AND {bucket_sql(refs[table], buckets)} = {bucket}")
+            cond = re.sub(r"\{bucket:(.*)\}", lambda m: f"{bucket_sql(m.group(1), buckets)} = {bucket}", seed)
+            if seed != "false":
+                cond = f"t.channel = {ch} AND {cond}"
+            con.execute(f"INSERT INTO temp.main.{table} SELECT * FROM {src}.{table} t WHERE {cond}")
         t0 = time.perf_counter()
         summary = pipeline.reconcile_day(con, cfg, d)
         seconds = time.perf_counter() - t0
@@ -437,8 +469,8 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
             path = out / table / f"bucket={bucket}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".parquet.tmp")
-            con.execute(f"COPY (SELECT * FROM temp.main.{table} WHERE channel = '{ch}') TO '{tmp}' "
-                        "(FORMAT parquet)")
+            cols = "* EXCLUDE (resolution_id)" if table == "discrepancy_resolutions" else "*"
+            con.execute(f"COPY (SELECT {cols} FROM temp.main.{table}) TO '{tmp}' (FORMAT parquet)")
             os.replace(tmp, path)                        # a reader sees the whole bucket file or none
             files[table] = str(path)
         return {"channel": channel, "bucket": bucket, "buckets": buckets, "matched": summary.matched,
@@ -451,9 +483,10 @@ def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Pat
                   con=None) -> dict[str, int]:
     """Apply every bucket's slice of one channel to the warehouse, in one transaction.
 
-    Each bucket file holds the complete new state of its slice (the channel's breaks of every day whose
-    reference hashes to the bucket, as ``reconcile_day`` left them), so the channel's discrepancies are
-    replaced whole and its matched pairs of the day are replaced. Refuses to merge if a bucket is missing.
+    A bucket file holds the complete new state of its slice (the channel's keyed breaks of every day whose
+    reference hashes to the bucket, as ``reconcile_day`` left them), so the channel's keyed breaks are
+    replaced whole, its matched pairs of the day replaced, and the buckets' audit rows appended.
+    Refuses to merge if a bucket file is missing.
     """
     from recon import pipeline
     from recon.warehouse import transaction
@@ -463,20 +496,26 @@ def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Pat
     missing = [str(p) for ps in paths.values() for p in ps if not p.exists()]
     if missing:
         raise FileNotFoundError(f"cannot merge channel {channel} for {d}: bucket files missing: {missing}")
+
+    def files(table: str) -> str:
+        # hive_partitioning off: the folder names (business_date=..., channel=...) are for people and engines
+        # that prune by them; the rows already carry both columns.
+        return "read_parquet([" + ", ".join(f"'{p}'" for p in paths[table]) + "], hive_partitioning = false)"
+
     own = con is None
     con = con or pipeline.open_warehouse(cfg)
     try:
-        def files(table: str) -> str:
-            return "[" + ", ".join(f"'{p}'" for p in paths[table]) + "]"
-
         with transaction(con):
-            con.execute("DELETE FROM discrepancies WHERE channel = ?", [channel])
-            con.execute(f"INSERT INTO discrepancies SELECT * FROM read_parquet({files('discrepancies')})")
+            con.execute("DELETE FROM discrepancies WHERE channel = ? AND match_key NOT LIKE 'batch:%'", [channel])
+            con.execute(f"INSERT INTO discrepancies SELECT * FROM {files('discrepancies')}")
             con.execute("DELETE FROM matched_transactions WHERE channel = ? AND business_date = ?", [channel, d])
-            con.execute("INSERT INTO matched_transactions SELECT * FROM "
-                        f"read_parquet({files('matched_transactions')}) WHERE business_date = ?", [d])
-        return {t: con.execute(f"SELECT count(*) FROM read_parquet({files(t)})").fetchone()[0]
-                for t in BUCKET_OUTPUTS}
+            con.execute(f"INSERT INTO matched_transactions SELECT * FROM {files('matched_transactions')} "
+                        "WHERE business_date = ?", [d])
+            cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {files('discrepancy_resolutions')}").fetchall()]
+            collist = ", ".join(f'"{c}"' for c in cols)
+            con.execute(f"INSERT INTO discrepancy_resolutions ({collist}) "
+                        f"SELECT {collist} FROM {files('discrepancy_resolutions')}")
+        return {t: con.execute(f"SELECT count(*) FROM {files(t)}").fetchone()[0] for t in BUCKET_OUTPUTS}
     finally:
         if own:
             con.close()
