@@ -196,3 +196,14 @@ def test_period_and_footer_declared_figures(tmp_path):
     parsed = parse("alipay_trade", path)
     assert parsed.footer.declared_rows == 10 and parsed.footer.parsed_rows == 10
     assert parsed.footer.declared_amount == sum(r["amount"] for r in rows) == Decimal(parsed.footer.parsed_amount)
+
+
+def test_a_bank_file_without_a_recognisable_header_is_a_file_error(tmp_path):
+    from loaders.base import FileError
+    (tmp_path / "x.csv").write_text("hello,world\n1,2\n", encoding="utf-8")
+    with pytest.raises(FileError, match="no column header"):
+        parse("bank_csv", tmp_path / "x.csv")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert parse("bank_csv", tmp_path / "empty.csv").empty_day is True
+    W.write_bank_csv([], tmp_path / "head.csv")
+    assert parse("bank_csv", tmp_path / "head.csv").empty_day is True

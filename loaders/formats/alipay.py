@@ -154,7 +154,8 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         if norm_header(name) not in index:
             raise FileError(src.label, f"header has no column {name!r}", line_no=rd.header_line)
     cols_for(rd, index, "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间", "订单金额(元)",
-             "商家实收(元)", "服务费(元)", "手续费(元)", "退款批次号/请求号", "商户ID", "实收净额(元)")
+             "商家实收(元)", "服务费(元)", "服务费", "手续费(元)", "手续费", "退款批次号/请求号", "商户ID", "实收净额(元)",
+             "实收净额")
     out = Collector(TRADE_SCHEMA, src)
     sums = {"payment": [0, Decimal("0.00")], "refund": [0, Decimal("0.00")], "fee": Decimal("0.00"),
             "net": Decimal("0.00")}
@@ -176,7 +177,7 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         refund = pc.equal(kind, "refund")
         amount = pc.abs(to_money(c.get("订单金额(元)"), "订单金额(元)", errs))
         recv = to_money(c.get("商家实收(元)"), "商家实收(元)", errs)
-        fee_col = c.get("服务费(元)") if c.has("服务费(元)") else c.get("手续费(元)")
+        fee_col = c.get("服务费(元)", "服务费", "手续费(元)", "手续费")
         fee_abs = pc.abs(to_money(fee_col, "服务费(元)", errs, blank_zero=True)) if fee_col is not None \
             else zeros(n)
         fee = pc.if_else(refund, neg(fee_abs), fee_abs)
@@ -193,8 +194,8 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
                 "channel_merchant_id": c.text("商户ID") if c.has("商户ID") else None,
                 "status": const(n, "success"), "currency": const(n, ccy), "amount": amount, "fee": fee, "net": net,
                 "txn_time": when, "description": c.text("商品名称")}
-        if c.has("实收净额(元)"):
-            declared_net = to_money(c.get("实收净额(元)"), "实收净额(元)", errs, blank_zero=True)
+        if c.has("实收净额(元)", "实收净额"):
+            declared_net = to_money(c.get("实收净额(元)", "实收净额"), "实收净额(元)", errs, blank_zero=True)
             differs = as_bool(pc.and_(pc.not_equal(declared_net, net), pc.invert(refund)))
             errs.mark(differs, "实收净额(元)", "实收净额 differs from 订单金额 - 服务费")
         out.add(cols, batch.lines, errs)

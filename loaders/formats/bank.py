@@ -259,8 +259,9 @@ def _parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
     rd = Reader(src, encoding=opts.get("encoding"), delimiter=delimiter, quote=True, find_header=find,
                 max_prefix=int(opts.get("max_title_lines", 50)))
     if rd.empty or rd.header is None:
-        if rd.header is None and not rd.empty:
-            raise FileError(src.label, "no column header (date and amount columns) found")
+        if any(t.strip() for _, t in rd.prefix):
+            raise FileError(src.label, "no column header (a date and an amount or debit/credit column) found in "
+                            f"{len(rd.prefix)} line(s); name the columns in options.columns")
         return ParsedFile(path, "bank_csv", "bank", BANK_SCHEMA.empty_table(), empty_day=True,
                           footer=FooterCheck(True, "header-only statement: no movements", 0, Decimal("0.00"), 0,
                                              Decimal("0.00")))
