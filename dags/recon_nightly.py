@@ -53,7 +53,8 @@ def recon_nightly():
         return verify(channel, fetch(channel))
 
     # trigger_rule all_success (the default): one channel missing = no reconciliation, no partial publish.
-    @task(pool=S.pool)
+    # depends_on_past: day D+1 carries D's open breaks forward, so it waits until D has reconciled.
+    @task(pool=S.pool, depends_on_past=True)
     def reconcile_and_settle(verified: list[list[dict]]) -> dict:
         return steps.reconcile_and_settle()
 

@@ -519,3 +519,38 @@ def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Pat
     finally:
         if own:
             con.close()
+
+
+# ----------------------------------------------------------------------------- the bucket DAG's steps
+def bucket_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / "buckets"
+
+
+def plan_buckets() -> list[int]:
+    """The buckets of the run's channel (params ``channel``, ``buckets``); the channel must be configured."""
+    with task_errors("plan buckets"):
+        ctx = _context()
+        cfg = load()
+        channel, n = ctx["params"]["channel"], int(ctx["params"]["buckets"])
+        cfg.channel(channel)
+        if n < 1:
+            raise ValueError(f"buckets must be at least 1, got {n}")
+        log.info("business date %s: channel %s in %d key-hash buckets", business_date_from_context(ctx, cfg),
+                 channel, n)
+        return list(range(n))
+
+
+def bucket_step(bucket: int) -> dict:
+    with task_errors(f"bucket {bucket}"):
+        ctx = _context()
+        cfg = load()
+        return reconcile_bucket(cfg, business_date_from_context(ctx, cfg), ctx["params"]["channel"], bucket,
+                                int(ctx["params"]["buckets"]), bucket_dir(cfg))
+
+
+def merge_step() -> dict[str, int]:
+    with task_errors("merge buckets"):
+        ctx = _context()
+        cfg = load()
+        return merge_buckets(cfg, business_date_from_context(ctx, cfg), ctx["params"]["channel"],
+                             int(ctx["params"]["buckets"]), bucket_dir(cfg))
