@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loaders.base import FORMATS, FileError, ParsedFile
+from loaders.formats._tabular import ARCHIVE_ERRORS
 
 # detection order: the most specific first ("generic" cannot be detected)
 DETECT_ORDER = ("wechat_trade", "wechat_fundflow", "alipay_trade", "alipay_funds", "unionpay_zm", "stripe_payout",
@@ -32,7 +33,7 @@ def _head(path: Path, n: int = 65536) -> bytes:
         try:
             with gzip.open(path, "rb") as fh:
                 head = fh.read(n)
-        except (OSError, EOFError) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise FileError(path, f"corrupt gzip: {exc}") from None
     return head
 
@@ -59,8 +60,11 @@ def detect_format(path: Path | str) -> str | None:
             return "unionpay_zm"
         with zipfile.ZipFile(path) as zf:
             for _, info in members:
-                with zf.open(info) as fh:
-                    inner = fh.read(65536)
+                try:
+                    with zf.open(info) as fh:
+                        inner = fh.read(65536)
+                except ARCHIVE_ERRORS as exc:
+                    raise FileError(path, f"cannot read ZIP entry {info.filename!r}: {exc}") from None
                 for name in DETECT_ORDER:
                     fmt = formats.get(name)
                     if fmt and fmt.detect and name != "bank_xlsx" and fmt.detect(inner):

@@ -25,7 +25,9 @@ import codecs
 import csv
 import gzip
 import io
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +41,7 @@ import pyarrow.csv as pv
 from loaders.base import MONEY, FileError, Quarantined, norm_header
 from recon.money import MoneyError, parse_amount
 
+ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, NotImplementedError, struct.error)
 CHUNK = 1 << 20
 BLOCK = 1 << 20
 MAX_ABS = Decimal("9999999999999999.99")
@@ -71,7 +74,7 @@ def zip_members(path: Path) -> list[tuple[str, zipfile.ZipInfo]]:
     try:
         with zipfile.ZipFile(path) as zf:
             return [(zip_name(i), i) for i in zf.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ARCHIVE_ERRORS as exc:
         raise FileError(path, f"corrupt ZIP: {exc}") from None
 
 
@@ -92,7 +95,7 @@ class Source:
             zf = zipfile.ZipFile(self.path)
             try:
                 return zf.open(self.member)
-            except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
+            except ARCHIVE_ERRORS as exc:
                 raise FileError(self.label, f"cannot read ZIP entry: {exc}") from None
         fh = open(self.path, "rb")
         if fh.read(2) == b"\x1f\x8b":
@@ -105,7 +108,7 @@ class Source:
         with self.open() as fh:
             try:
                 return fh.read()
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            except ARCHIVE_ERRORS as exc:
                 raise FileError(self.label, f"cannot read: {exc}") from None
 
 
@@ -174,7 +177,7 @@ class ByteStream(io.RawIOBase):
     def _raw_read(self) -> bytes:
         try:
             return self.raw.read(CHUNK)
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise FileError(self.source.label, f"cannot read (corrupt compressed data?): {exc}") from None
 
     def _feed(self, chunk: bytes) -> None:

@@ -348,7 +348,7 @@ def parse_xlsx(path: Path, opts: dict[str, Any]) -> ParsedFile:
             for ln in out.need_raw:
                 if ln in where and ln not in raw:
                     raw[ln] = ",".join(rows[where[ln]])
-        for row_no, values in enumerate(ws.iter_rows(values_only=True), start=1):
+        for row_no, values in _sheet_rows(ws, path):
             cells = [_cell_text(v).strip() for v in values]
             if header is None:
                 if _is_header(cells, opts):
@@ -379,6 +379,19 @@ def parse_xlsx(path: Path, opts: dict[str, Any]) -> ParsedFile:
     return ParsedFile(path, "bank_xlsx", "bank", table, out.quarantine, mapper.footer(len(out.quarantine)),
                       empty_day=table.num_rows == 0 and not out.quarantine,
                       meta={"sheet": ws.title, "columns": {k: header[v] for k, v in mapper.idx.items()}})
+
+
+def _sheet_rows(ws, path: Path):
+    """(row number, values) of a read-only sheet; a broken sheet is a FileError, not a crash."""
+    it = enumerate(ws.iter_rows(values_only=True), start=1)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:    # openpyxl/lxml raise many types for a damaged sheet
+            raise FileError(path, f"cannot read the sheet: {type(exc).__name__}: {exc}") from None
+        yield item
 
 
 def _q(line_no, fld, reason, raw):
