@@ -128,22 +128,38 @@ def test_corrupted_files_are_loud(tmp_path_factory, fmt, data):
         assert q.line_no is None or 1 <= q.line_no <= broken.count(b"\n") + 1
 
 
+def _archive(kind: str, tmp: Path) -> tuple[str, Path]:
+    if kind == "alipay_zip":
+        return "alipay_trade", W.write_alipay_trade(trade_rows(6, seed=29, mch=None), tmp / "a.zip", bill_date=DAY)
+    if kind == "unionpay_zip":
+        return "unionpay_zm", W.write_unionpay_zm(trade_rows(6, seed=31, mch="802310048993424", card=True),
+                                                  tmp / "u.zip", clearing_date=DAY)
+    if kind == "wechat_gzip":
+        return "wechat_trade", W.write_wechat_trade(trade_rows(6, seed=32), tmp / "w.csv.gz", gzip=True)
+    return "bank_xlsx", W.write_bank_xlsx(bank_rows(5, seed=33), tmp / "b.xlsx")
+
+
+@pytest.mark.parametrize("kind", ["alipay_zip", "unionpay_zip", "wechat_gzip", "bank_xlsx"])
 @SETTINGS
-@given(cut=st.integers(0, 2000), flip=st.integers(0, 2000), byte=st.integers(0, 255))
-def test_corrupted_zip_archives_fail_as_file_errors(tmp_path_factory, cut, flip, byte):
-    tmp = tmp_path_factory.mktemp("zip")
-    path = W.write_alipay_trade(trade_rows(6, seed=29, mch=None), tmp / "a.zip", bill_date=DAY)
-    good = FORMATS["alipay_trade"].parse(path, {})
+@given(cut=st.integers(0, 2000), flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)),
+                                                  max_size=3))
+def test_damaged_archives_fail_as_file_errors(tmp_path_factory, kind, cut, flips):
+    from loaders.check import check_file
+    fmt, path = _archive(kind, tmp_path_factory.mktemp(kind))
+    good = FORMATS[fmt].parse(path, {})
     data = bytearray(path.read_bytes())
-    data[flip % len(data)] = byte
-    data = bytes(data[: max(1, len(data) - cut)])
-    path.write_bytes(data)
-    try:
-        parsed = FORMATS["alipay_trade"].parse(path, {})
-    except FileError:
-        return
-    assert (parsed.rows.num_rows == good.rows.num_rows and amount_total(parsed.rows) == amount_total(good.rows)) \
-        or parsed.quarantine or parsed.footer.ok is False
+    for pos, byte in flips:
+        data[pos % len(data)] = byte
+    path.write_bytes(bytes(data[: max(1, len(data) - cut)]))
+    for run in (lambda: FORMATS[fmt].parse(path, {}), lambda: check_file(path, fmt)):
+        try:
+            parsed = run()
+        except FileError:
+            continue
+        if isinstance(parsed, dict):
+            continue
+        assert (parsed.rows.num_rows == good.rows.num_rows and amount_total(parsed.rows) == amount_total(good.rows)) \
+            or parsed.quarantine or parsed.footer.ok is False
 
 
 def test_broken_workbook_is_a_file_error(tmp_path):

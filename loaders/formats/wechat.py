@@ -34,7 +34,7 @@ def _find_header(first: str):
     def find(line_no: int, text: str) -> str:
         if NO_STATEMENT in text:
             return "empty"
-        if not text.strip():
+        if not text.strip(" \t\r\n\ufeff"):
             return "skip"
         if norm_header(text.split(",")[0]) == norm_header(first):
             return "header"
