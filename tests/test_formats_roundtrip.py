@@ -92,7 +92,7 @@ def test_alipay_fund_bill_zip_round_trip(tmp_path):
     rows = funds_rows(25, seed=7)
     path = W.write_alipay_funds(rows, tmp_path / "funds.zip", bill_date=DAY)
     parsed = parse("alipay_funds", path)
-    assert parsed.footer.ok is True
+    assert parsed.footer.ok is True and "汇总 支出金额(-元)" in parsed.footer.message
     assert_same("alipay_funds", parsed, rows)
 
 

@@ -342,6 +342,14 @@ def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
             if key in totals:
                 checks += [(f"{key}合计 笔数", totals[key][0], sums[name][0]),
                            (f"{key}合计 金额", totals[key][1], sums[name][1])]
+    summary = _summary_rows(summary_src, opts)
+    if summary:
+        for name, parsed, as_int in (("收入笔数", sums["in"][0], True), ("收入金额(+元)", sums["in"][1], False),
+                                     ("支出笔数", sums["out"][0], True), ("支出金额(-元)", sums["out"][1], False)):
+            raw = summary.get(norm_header(name))
+            if raw not in (None, ""):
+                value = (int(raw) if raw.isdigit() else None) if as_int else decimal_of(raw)
+                checks.append((f"汇总 {name}", abs(value) if isinstance(value, Decimal) else value, parsed))
     if checks:
         footer = footer_check(checks, len(quarantine))
     elif table.num_rows or quarantine:
