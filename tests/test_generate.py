@@ -18,7 +18,7 @@ from recon import cli
 from recon.config import load_config
 from recon.generate import generate_world
 
-ORDERS, DAYS, SEED, RATE = 3000, 3, 11, 0.003
+ORDERS, DAYS, SEED, RATE = 1500, 3, 11, 0.004
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,9 @@ def truth(root: Path) -> list[dict]:
 
 
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(world, tmp_path):
-    again = tmp_path / "again"
-    generate_world(again, orders=ORDERS, days=DAYS, seed=SEED, break_rate=RATE, chunk_rows=1000)
+    from recon.generate.world import World, WorldSpec
+    again = tmp_path / "again"          # this time with platform.db written by a second process
+    World(WorldSpec(again, ORDERS, DAYS, SEED, RATE, chunk_rows=1000, parallel_db=True)).generate()
     first, second = digests(world), digests(again)
     assert len(first) >= 4 * DAYS + 6
     assert first == second
@@ -92,8 +93,8 @@ def test_the_fast_path_writes_the_same_bytes_as_loaders_writers(tmp_path):
     """The vectorised writers are a faster road to exactly what loaders.writers writes."""
     from recon.generate.world import World, WorldSpec
     fast, ref = tmp_path / "fast", tmp_path / "ref"
-    World(WorldSpec(fast, 1500, 2, 5, 0.004, chunk_rows=1000)).generate()
-    World(WorldSpec(ref, 1500, 2, 5, 0.004, chunk_rows=1000, backend="writers")).generate()
+    World(WorldSpec(fast, 1200, 2, 5, 0.004, chunk_rows=500)).generate()
+    World(WorldSpec(ref, 1200, 2, 5, 0.004, chunk_rows=500, backend="writers")).generate()
     a, b = digests(fast), digests(ref)
     assert len(a) >= 12
     assert a == b
@@ -225,7 +226,7 @@ def test_matching_finds_exactly_the_ground_truth(world, tmp_path, channel):
         pytest.xfail(problem)
     found, first_publication = _match_days(world, (channel,), tmp_path)
     want = expected(world, (channel,))
-    assert len(want) > 20
+    assert len(want) > 10
     assert found - want == set(), "false breaks"
     assert want - found == set(), "missed breaks"
     if channel == "wechat":      # the first publication of the restated day had breaks the restatement cleared

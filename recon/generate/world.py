@@ -100,7 +100,7 @@ class WorldSpec:
     merchants: int = 20
     platform_db: bool = True
     backend: str = "fast"           # fast | writers (loaders.writers, small worlds)
-    parallel_db: bool = True        # write platform.db in a second process (same draws, same rows)
+    parallel_db: bool | None = None  # platform.db in a second process (same draws); None: when the world is big
 
 
 def _pick(rng: np.random.Generator, code: np.ndarray, ch: np.ndarray, k: int, allowed: tuple[int, ...]) -> np.ndarray:
@@ -168,7 +168,8 @@ class World:
             (self.out / "channels" / sub).mkdir(parents=True, exist_ok=True)
         (self.out / "restated" / "wechat").mkdir(parents=True, exist_ok=True)
         child, self.db = None, None
-        if sp.platform_db and sp.parallel_db:
+        parallel = sp.parallel_db if sp.parallel_db is not None else sp.orders * sp.days >= 200_000
+        if sp.platform_db and parallel:
             import multiprocessing
             child = multiprocessing.get_context("spawn").Process(target=_platform_only, args=(sp,), daemon=True)
             child.start()
