@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -339,8 +340,9 @@ def send_email(cfg: Config, payload: dict) -> None:
                f"(business date {payload['business_date']})")
     rows = "".join(f"<tr><th align=left>{k}</th><td>{v}</td></tr>" for k, v in payload.items())
     with SmtpHook(smtp_conn_id=cfg.schedule.smtp_conn_id) as hook:
-        hook.send_email_smtp(to=cfg.schedule.notify_email, subject=subject,
-                             html_content=f"<table>{rows}</table>")
+        # the sender: the connection's extra "from_email", else payrecon@<this host>
+        hook.send_email_smtp(to=cfg.schedule.notify_email, subject=subject, html_content=f"<table>{rows}</table>",
+                             from_email=hook.from_email or f"payrecon@{socket.getfqdn()}")
 
 
 def notify_failure(context: Any) -> None:

@@ -90,7 +90,9 @@ def run_dag(config: Path, logical_date: datetime = LOGICAL, dag_id: str = "recon
     t0 = time.perf_counter()
     with environ(RECON_CONFIG=str(config), **env):
         dr = dag.test(logical_date=logical_date, run_conf=conf)
-    states = {(ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
+    tis = dr.get_task_instances()
+    states = {(ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in tis}
+    run_dag.tries = {(ti.task_id, ti.map_index): ti.try_number for ti in tis}
     print(f"dag.test({logical_date.date()}) -> {dr.state} in {time.perf_counter() - t0:.1f} s: {states}")
     return str(getattr(dr.state, "value", dr.state)), states
 
@@ -185,6 +187,64 @@ def test_task_errors_retry_transient_faults_only(airflow_home):
             raise AirflowSensorTimeout("late")
 
 
+class SmtpSink:
+    """A minimal SMTP server on 127.0.0.1 that keeps every message it is given (no TLS, no auth)."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+
+        self.messages: list[dict] = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(b"220 sink ESMTP\r\n")
+                mail = {"rcpt": [], "data": ""}
+                while line := self.rfile.readline():
+                    cmd = line.decode("utf-8", "replace").strip()
+                    verb = cmd.split(" ", 1)[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.wfile.write(b"250 sink\r\n")
+                    elif verb == "MAIL":
+                        mail["from"] = cmd
+                        self.wfile.write(b"250 ok\r\n")
+                    elif verb == "RCPT":
+                        mail["rcpt"].append(cmd)
+                        self.wfile.write(b"250 ok\r\n")
+                    elif verb == "DATA":
+                        self.wfile.write(b"354 go on\r\n")
+                        data = []
+                        while (ln := self.rfile.readline()) not in (b".\r\n", b""):
+                            data.append(ln.decode("utf-8", "replace"))
+                        mail["data"] = "".join(data)
+                        sink.messages.append(dict(mail))
+                        self.wfile.write(b"250 queued\r\n")
+                    elif verb == "QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def smtp_sink():
+    sink = SmtpSink()
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
 # ----------------------------------------------------------------------------- dag.test() end to end
 @pytest.fixture(scope="module")
 def demo_run(airflow_home, tmp_path_factory):
@@ -223,7 +283,7 @@ def test_rerunning_the_same_date_is_idempotent(demo_run):
 
 
 def test_a_channel_that_never_publishes_fails_at_its_deadline_and_nothing_is_published(
-        airflow_home, tmp_path, http_server):
+        airflow_home, tmp_path, http_server, smtp_sink):
     http_server.route("/hook", Reply(200, b"ok"))
 
     def edit(raw):
@@ -231,14 +291,16 @@ def test_a_channel_that_never_publishes_fails_at_its_deadline_and_nothing_is_pub
             if ch["name"] == "alipay":
                 ch["statements"][0]["source"]["path"] = str(tmp_path / "never" / "*_{yyyymmdd}_业务明细.csv")
         raw["schedule"] = {"file_deadline_minutes": 0.05, "poke_interval_seconds": 1,   # a 3-second deadline
-                           "notify_webhook": http_server.url("/hook")}
+                           "notify_webhook": http_server.url("/hook"), "notify_email": "finance-ops@example.com"}
 
     config = rewrite(write_demo_config(tmp_path / "run"), edit)
     cfg = load_config(config)
     connect(cfg.warehouse).close()                        # an existing warehouse, to prove it is left alone
     before = warehouse_state(cfg)
     t0 = time.perf_counter()
-    state, states = run_dag(config)
+    smtp = json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_sink.port,
+                       "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "recon@example.com"}})
+    state, states = run_dag(config, AIRFLOW_CONN_SMTP_DEFAULT=smtp)
     took = time.perf_counter() - t0
     assert state == "failed"
     assert states[("per_channel.fetch", 1)] == "failed"           # alipay: waited, then failed at the deadline
@@ -254,6 +316,11 @@ def test_a_channel_that_never_publishes_fails_at_its_deadline_and_nothing_is_pub
     assert "AirflowSensorTimeout" in msg["error"] and "channel alipay" in msg["error"]
     assert "not published by the deadline" in msg["error"] and "2026-06-05" in msg["error"]
     print(f"deadline failure after {took:.1f} s: {msg['error']}")
+    # ... and so does the email, sent through Airflow's SMTP connection.
+    (mail,) = smtp_sink.messages
+    assert [r.lower() for r in mail["rcpt"]] == ["rcpt to:<finance-ops@example.com>"]
+    assert "recon@example.com" in mail["from"]
+    assert "per_channel.fetch" in mail["data"] and "2026-06-05" in mail["data"]
     # Nothing partial: no report, no snapshot, the warehouse as it was; wechat's file is in the landing zone.
     assert not (Path(cfg.output_dir) / "reports" / "2026-06-05").exists()
     assert not cfg.snapshot_path.exists()
@@ -280,6 +347,41 @@ def test_bucket_dag_reconciles_a_channel_in_buckets_identically(demo_run):
     parts = sorted((Path(cfg.output_dir) / "buckets" / "business_date=2026-06-05" / "channel=wechat"
                     / "discrepancies").glob("bucket=*.parquet"))
     assert [p.name for p in parts] == ["bucket=0.parquet", "bucket=1.parquet", "bucket=2.parquet"]
+
+
+def test_transient_faults_are_retried_and_others_fail_at_once(airflow_home, tmp_path, http_server):
+    """Alipay's server answers 503 once (retried with backoff, then fetched); WeChat's refuses the token
+    (401: failed at the first try although retries are configured), and nothing is reconciled."""
+    (alipay,) = (SAMPLES / "channels" / "alipay").iterdir()
+    http_server.route("/alipay/20260605.csv", Reply(503, b"busy"), Reply(200, alipay.read_bytes()))
+    http_server.route("/hook", Reply(200, b"ok"))
+
+    def edit(raw):
+        for ch in raw["channels"]:
+            for st in ch["statements"]:
+                if ch["name"] == "alipay":
+                    st["source"] = {"type": "http", "url": http_server.url("/alipay/{yyyymmdd}.csv"), "retries": 0}
+                elif st["kind"] == "trade":
+                    st["source"] = {"type": "http", "url": http_server.url("/wechat/{yyyymmdd}.csv"), "retries": 0,
+                                    "auth": "token", "airflow_conn_id": "recon_http_wechat"}
+        raw["schedule"] = {"retries": 2, "retry_delay_seconds": 1, "max_retry_delay_seconds": 2,
+                           "notify_webhook": http_server.url("/hook")}
+
+    http_server.route("/wechat/20260605.csv", Reply(401, b"bad token"))
+    config = rewrite(write_demo_config(tmp_path / "run"), edit)
+    token = "tok-" + uuid.uuid4().hex
+    state, states = run_dag(config, AIRFLOW_CONN_RECON_HTTP_WECHAT=json.dumps({"conn_type": "http",
+                                                                                 "password": token}))
+    tries = run_dag.tries
+    assert state == "failed"
+    assert states[("per_channel.fetch", 1)] == "success" and tries[("per_channel.fetch", 1)] == 2
+    assert len(http_server.hits("/alipay/20260605.csv")) == 2
+    assert states[("per_channel.fetch", 0)] == "failed" and tries[("per_channel.fetch", 0)] == 1
+    assert len(http_server.hits("/wechat/20260605.csv")) == 1
+    assert states[("reconcile_and_settle", -1)] == "upstream_failed"
+    (msg,) = [json.loads(r.body) for r in http_server.hits("/hook")]
+    assert msg["task_id"] == "per_channel.fetch" and msg["map_index"] == 0
+    assert "AirflowFailException" in msg["error"] and "HTTP 401" in msg["error"] and token not in msg["error"]
 
 
 # ----------------------------------------------------------------------------- real servers
