@@ -156,6 +156,28 @@ def test_dagbag_imports_with_no_errors_and_reports_parse_time(airflow_home, tmp_
     assert tasks["plan"].on_failure_callback
 
 
+def test_with_a_start_date_the_scheduler_runs_every_business_day_in_order(airflow_home, tmp_path):
+    """Catch-up: the scheduled intervals from schedule.start_date, one business date after the other."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    from recon.orchestration import business_date_of
+
+    config = rewrite(write_demo_config(tmp_path / "c"), lambda raw: raw.update(schedule={"start_date": "2026-06-01"}))
+    _, dag = load_dag(config)
+    assert dag.catchup is True and dag.max_active_runs == 1
+    tt = coerce_to_core_timetable(dag.timetable)
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
+    last, runs = None, []
+    for _ in range(4):
+        info = tt.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+        last = info.data_interval
+        runs.append((business_date_of(zone="Asia/Shanghai", data_interval_start=last.start, run_type="scheduled"),
+                     last.end.in_timezone("Asia/Shanghai").strftime("%m-%d %H:%M")))
+    assert runs == [(date(2026, 6, 1), "06-02 10:30"), (date(2026, 6, 2), "06-03 10:30"),
+                    (date(2026, 6, 3), "06-04 10:30"), (date(2026, 6, 4), "06-05 10:30")]
+
+
 def test_a_config_error_is_an_import_error_naming_the_key(airflow_home, tmp_path):
     config = rewrite(write_demo_config(tmp_path / "bad"), lambda raw: raw.update(schedule={"cron": "every day"}))
     from airflow.dag_processing.dagbag import DagBag
