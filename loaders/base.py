@@ -222,7 +222,7 @@ def money(value: str, fieldname: str, *, blank_is_zero: bool = False) -> Decimal
         return Decimal("0.00")
     try:
         return parse_amount(value)
-    except MoneyError as exc:
+    except (MoneyError, ArithmeticError) as exc:  # parse_amount('1e999') raises InvalidOperation
         raise RowError(fieldname, str(exc)) from None
 
 

@@ -23,7 +23,8 @@ DAY = date(2026, 6, 5)
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                              HealthCheck.too_slow])
 AMOUNT = re.compile(rb"\d+\.\d{2}")
-BAD_AMOUNTS = [b"12.3x", b"1.005", b"--1", b"", b"1e999", b"\xe4\xb8\x80", b"NaN", b"9" * 25]
+BAD_AMOUNTS = [b"12.3x", b"1.005", b"--1", b"", b"1e999", b"\xe4\xb8\x80", b"NaN", b"9" * 25, b"9999999999999999.99",
+               b"-99999999999999.99"]
 
 
 def _write(fmt: str, tmp: Path) -> tuple[Path, bytes, int, str]:

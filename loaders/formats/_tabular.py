@@ -44,7 +44,9 @@ from recon.money import MoneyError, parse_amount
 ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, NotImplementedError, struct.error)
 CHUNK = 1 << 20
 BLOCK = 1 << 20
-MAX_ABS = Decimal("9999999999999999.99")
+# No statement amount comes near 10^14 yuan; the margin keeps sums and differences of two amounts
+# inside DECIMAL(18,2) so that Arrow arithmetic on converted columns can never overflow.
+MAX_ABS = Decimal("99999999999999.99")
 
 
 class _RetryEncoding(Exception):
@@ -598,7 +600,10 @@ def to_money(arr: pa.Array, field: str, errs: Errors, *, blank_zero: bool = Fals
     filled = pc.if_else(pa.array(empty), pa.scalar("0" if blank_zero else None, pa.string()), arr)
     if parse is None:
         try:
-            return pc.cast(filled, MONEY)
+            out = pc.cast(filled, MONEY)
+            biggest = pc.max(pc.abs(out)).as_py()
+            if biggest is None or biggest <= MAX_ABS:
+                return out
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     values: list[Decimal | None] = []
@@ -857,7 +862,7 @@ def footer_check(checks: list[tuple[str, Any, Any]], quarantined: int = 0):
 def decimal_of(text: str) -> Decimal | None:
     try:
         return parse_amount(text)
-    except MoneyError:
+    except (MoneyError, ArithmeticError):
         return None
 
 

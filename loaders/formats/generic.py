@@ -106,7 +106,7 @@ def _amount(text: str, spec: _Spec, name: str) -> Decimal:
         return -v if neg else v
     try:
         return parse_amount(t)
-    except MoneyError as exc:
+    except (MoneyError, ArithmeticError) as exc:  # parse_amount('1e999') raises InvalidOperation
         raise RowError(name, str(exc)) from None
 
 
@@ -241,8 +241,11 @@ def parse_generic(path: Path, opts: dict[str, Any]) -> ParsedFile:
             if name == "rows":
                 checks.append(("rows", int(m.group(1).replace(",", "")), sums["rows"] + len(out.quarantine)))
             else:
-                checks.append((name, _amount(m.group(1), spec, name) if spec.unit == "fen" else
-                                parse_amount(m.group(1)), sums["amount"]))
+                try:
+                    declared = _amount(m.group(1), spec, name)
+                except RowError as exc:
+                    raise FileError(src.label, f"declared total {name} is not an amount: {exc}") from None
+                checks.append((name, declared, sums["amount"]))
         footer = footer_check(checks, len(out.quarantine))
     table = out.table()
     return ParsedFile(path, "generic", spec.kind, table, out.quarantine, footer,
