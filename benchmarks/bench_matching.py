@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -112,12 +113,13 @@ def match(warehouse: Path) -> dict:
     con = connect(warehouse, memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads)
     rows = con.execute("SELECT (SELECT count(*) FROM platform_orders) + (SELECT count(*) FROM channel_transactions "
                        "WHERE business_date = ?)", [DAY]).fetchone()[0]
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     with transaction(con):
         summary = reconcile_day(con, cfg, DAY)
-    seconds = time.perf_counter() - t0
+    seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)   # all DuckDB threads of this process
     con.close()
-    return {"rows": rows, "seconds": round(seconds, 2), "matched": summary.matched, "breaks": summary.by_type,
+    return {"rows": rows, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 1), "matched": summary.matched, "breaks": summary.by_type,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
@@ -145,7 +147,9 @@ def main() -> int:
         out = subprocess.run(me + ["--child", "match", "--rows", str(n), "--warehouse", str(wh)], check=True,
                              capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{n:>11,} payments/day: {r['rows']:,} platform + statement rows; matching {r['seconds']} s, "
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"{n:>11,} payments/day: {r['rows']:,} platform + statement rows; matching {r['seconds']} s "
+              f"(CPU {r['cpu_seconds']} s, load average after {load}), "
               f"peak RSS {r['peak_rss_mb']} MB (memory_limit {MEMORY_LIMIT}); matched {r['matched']:,}; "
               f"breaks {r['breaks']}; (generation {gen:.0f} s)", flush=True)
         wh.unlink(missing_ok=True)
