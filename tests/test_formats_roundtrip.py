@@ -207,3 +207,23 @@ def test_a_bank_file_without_a_recognisable_header_is_a_file_error(tmp_path):
     assert parse("bank_csv", tmp_path / "empty.csv").empty_day is True
     W.write_bank_csv([], tmp_path / "head.csv")
     assert parse("bank_csv", tmp_path / "head.csv").empty_day is True
+
+
+def test_unionpay_broken_records_are_quarantined_in_place(tmp_path):
+    rows = trade_rows(6, seed=16, mch="802310048993424", card=True)
+    W.write_unionpay_zm(rows, tmp_path / "u.zip", clearing_date=DAY)
+    with zipfile.ZipFile(tmp_path / "u.zip") as zf:
+        for info in zf.infolist():
+            (tmp_path / info.filename).write_bytes(zf.read(info))
+    zm = tmp_path / "INN26060588ZM_802310048993424"
+    recs = zm.read_bytes().split(b"\r\n")
+    recs[1] = recs[1][:66] + b"00000000x800" + recs[1][78:]          # 交易金额 not digits
+    recs[3] = recs[3][:215] + b"99" + recs[3][217:]                    # 交易类型 99
+    recs[4] = recs[4].rstrip()                                         # trailing blanks trimmed: still fine
+    zm.write_bytes(b"\r\n".join(recs))
+    parsed = parse("unionpay_zm", zm)
+    assert [(q.line_no, q.field) for q in parsed.quarantine] == [(2, "交易金额"), (4, "交易类型")]
+    assert parsed.rows.column("line_no").to_pylist() == [1, 3, 5, 6]
+    assert parsed.footer.ok is False and "2 row(s) quarantined" in parsed.footer.message
+    assert parsed_rows(parsed.rows, ["channel_txn_id", "amount"]) == project([rows[i] for i in (0, 2, 4, 5)],
+                                                                            ["channel_txn_id", "amount"])
