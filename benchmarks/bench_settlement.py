@@ -8,7 +8,8 @@ merchants in CNY plus 1% USD, and open discrepancies holding ~0.1% of the orders
 fresh child process opens the warehouse and, each inside its own transaction, runs ``settle_day``
 once (first run), once more (a rerun that replaces the whole draft batch) and writes the payout
 files. Reported: wall time of each step and the peak RSS of the settling process (the generator's
-memory is not counted), under the config's DuckDB memory limit.
+memory is not counted), under the config's DuckDB memory limit. ``--write-results`` rewrites the
+"Settlement" section of benchmarks/RESULTS.md (between its markers). Never run by the test suite.
 """
 from __future__ import annotations
 
@@ -110,10 +111,48 @@ def settle(warehouse: Path, out: Path) -> dict:
     return result
 
 
+BEGIN, END = "<!-- settlement:begin -->", "<!-- settlement:end -->"
+
+
+def table(results: list[dict], command: str) -> str:
+    lines = [f"Command: `{command}`", "",
+             f"Machine: {results[0]['cores']} cores; 1-minute load average around the runs "
+             + ", ".join(f"{r.get('load_average_start', r['load_average'])[0]:.1f}" for r in results)
+             + " (other benchmarks and test suites were running on the same 2 cores, so these times are "
+             "upper bounds). DuckDB memory limit "
+             f"{results[0]['memory_limit']}.", "",
+             "| matched txns | first run | rerun (replaces the draft) | payout + statements | settled | held "
+             "| lines | statement files | peak RSS (settle process) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['rows']:,} | {r['first_run_s']:.1f} s | {r['rerun_s']:.1f} s | {r['files_s']:.1f} s "
+                     f"| {r['settled']:,} | {r['held']:,} | {r['lines']:,} | {r['files'] - 2:,} "
+                     f"| {r['peak_rss_mib'] / 1024:.2f} GiB |")
+    lines += ["", "Generation (not timed above): " + ", ".join(
+        f"{r['rows']:,} rows {r['generate_s']:.0f} s" for r in results) + ".",
+        "Each run is one `settle_day` inside one transaction: 1,000 merchants (mixed fee rules, pro-rata refunds, "
+        "10% with a rolling reserve), 5% refunds, 1% USD, ~0.1% of orders held by an open discrepancy; the rerun "
+        "asserts an identical summary."]
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in body and END in body:
+        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
+    else:
+        body = body.rstrip("\n") + "\n\n## Settlement\n\n" + block + "\n"
+    path.write_text(body, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("BENCH_WORKDIR", "/tmp/bench_settlement")))
+    ap.add_argument("--write-results", action="store_true", help="update the Settlement section of RESULTS.md")
+    ap.add_argument("--from-json", type=Path, nargs="+", help="write results from earlier runs' JSON lines")
     ap.add_argument("--child", choices=["generate", "settle"], help=argparse.SUPPRESS)
     ap.add_argument("--warehouse", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -123,7 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "settle":
         print(json.dumps(settle(args.warehouse, args.warehouse.parent / "out")))
         return 0
+    command = "python benchmarks/bench_settlement.py --rows " + " ".join(str(n) for n in args.rows)
+    if args.from_json:
+        results = [json.loads(ln) for p in args.from_json for ln in p.read_text().splitlines()
+                   if ln.startswith("{")]
+        results.sort(key=lambda r: r["rows"])
+        command = "python benchmarks/bench_settlement.py --rows " + " ".join(str(r["rows"]) for r in results)
+        write_results(table(results, command))
+        return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    load_start = os.getloadavg()
     for n in args.rows:
         wh = args.workdir / f"settle-{n}.duckdb"
         t = time.perf_counter()
@@ -136,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         res.update({"rows": n, "generate_s": gen, "settle_process_wall_s": total, "cores": os.cpu_count(),
-                    "load_average": os.getloadavg(), "memory_limit": MEMORY_LIMIT})
-        print(json.dumps(res))
+                    "load_average_start": load_start, "load_average": os.getloadavg(),
+                    "memory_limit": MEMORY_LIMIT})
+        print(json.dumps(res), flush=True)
+        results.append(res)
+    if args.write_results:
+        write_results(table(results, command))
     return 0
 
 
