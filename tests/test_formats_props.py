@@ -23,8 +23,9 @@ DAY = date(2026, 6, 5)
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                              HealthCheck.too_slow])
 AMOUNT = re.compile(rb"\d+\.\d{2}")
-BAD_AMOUNTS = [b"12.3x", b"1.005", b"--1", b"", b"1e999", b"\xe4\xb8\x80", b"NaN", b"9" * 25, b"9999999999999999.99",
-               b"-99999999999999.99"]
+BAD_AMOUNTS = [b"12.3x", b"1.005", b"--1", b"", b"1e999", b"\xe4\xb8\x80", b"NaN", b"9" * 25, b"9999999999999999.99"]
+# a different but well-formed amount: only a file's own totals can notice it
+OTHER_AMOUNTS = [b"-99999999999999.99", b"0.01"]
 
 
 def _write(fmt: str, tmp: Path) -> tuple[Path, bytes, int, str]:
@@ -72,7 +73,7 @@ FORMATS_UNDER_TEST = ["wechat_trade", "wechat_fundflow", "alipay_trade", "alipay
                       "stripe_payout", "adyen_settlement"]
 
 
-def corrupt(data: bytes, start: int, delim: str, draw, kinds: list[str]) -> tuple[str, bytes]:
+def corrupt(data: bytes, start: int, delim: str, draw, kinds: list[str], amounts: list[bytes]) -> tuple[str, bytes]:
     kind = draw(st.sampled_from(kinds))
     body = data[start:]
     if kind == "truncate":
@@ -85,7 +86,7 @@ def corrupt(data: bytes, start: int, delim: str, draw, kinds: list[str]) -> tupl
         spans = [m.span() for m in AMOUNT.finditer(line)]
         if spans:
             a, b = draw(st.sampled_from(spans))
-            line = line[:a] + draw(st.sampled_from(BAD_AMOUNTS)) + line[b:]
+            line = line[:a] + draw(st.sampled_from(amounts)) + line[b:]
     elif kind == "columns":
         d = delim.encode()
         cuts = [m.start() for m in re.finditer(re.escape(d), line)]
@@ -113,7 +114,8 @@ def test_corrupted_files_are_loud(tmp_path_factory, fmt, data):
     good = FORMATS[fmt].parse(path, {})
     assert not good.quarantine and good.footer.ok is not False
     kinds = ["bad_amount", "columns", "encoding", "quote"] + ([] if fmt in NO_OWN_TOTALS else ["truncate"])
-    kind, broken = corrupt(original, start, delim, data.draw, kinds)
+    amounts = BAD_AMOUNTS + ([] if fmt in NO_OWN_TOTALS else OTHER_AMOUNTS)
+    kind, broken = corrupt(original, start, delim, data.draw, kinds, amounts)
     path.write_bytes(broken)
     try:
         parsed = FORMATS[fmt].parse(path, {})

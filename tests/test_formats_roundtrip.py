@@ -227,3 +227,14 @@ def test_unionpay_broken_records_are_quarantined_in_place(tmp_path):
     assert parsed.footer.ok is False and "2 row(s) quarantined" in parsed.footer.message
     assert parsed_rows(parsed.rows, ["channel_txn_id", "amount"]) == project([rows[i] for i in (0, 2, 4, 5)],
                                                                             ["channel_txn_id", "amount"])
+
+
+def test_bank_opening_balance_lets_the_first_row_be_checked(tmp_path):
+    rows = bank_rows(3, seed=17)
+    path = W.write_bank_csv(rows, tmp_path / "s.csv", encoding="utf-8", opening_balance=Decimal("1000.00"))
+    text = path.read_text(encoding="utf-8").replace("户名：", "期初余额：1000.00\r\n户名：", 1)
+    path.write_text(text, encoding="utf-8", newline="")
+    assert parse("bank_csv", path).footer.ok is True
+    path.write_text(text.replace("期初余额：1000.00", "期初余额：1000.01"), encoding="utf-8", newline="")
+    footer = parse("bank_csv", path).footer
+    assert footer.ok is False and "line 5" in footer.message and "1000.01" in footer.message

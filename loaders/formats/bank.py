@@ -14,6 +14,7 @@ long digit runs in memos are masked (first 6 / last 4).
 """
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -78,6 +79,21 @@ def _is_header(fields: list[str], opts: dict[str, Any]) -> bool:
     return "value_date" in idx and ("amount" in idx or ("debit" in idx and "credit" in idx))
 
 
+OPENING = re.compile(r"(期初余额|上日余额|承前余额|OpeningBalance)\s*[:：]?\s*([-+]?[\d,]+\.\d{2})\b", re.I)
+
+
+def opening_balance(lines: list[str]) -> Decimal | None:
+    """The opening balance a statement's title lines state (期初余额 / Opening balance), if any."""
+    for ln in lines:
+        m = OPENING.search(ln.replace(" ", ""))
+        if m:
+            try:
+                return Decimal(m.group(2).replace(",", ""))
+            except ArithmeticError:
+                return None
+    return None
+
+
 def payer_of(texts: list[str | None], payers: dict[str, list[str]]) -> str | None:
     hay = " ".join(t for t in texts if t).lower().replace(" ", "")
     for channel, needles in payers.items():
@@ -98,6 +114,7 @@ class _Mapper:
         self.sums = {"in": Decimal("0.00"), "out": Decimal("0.00")}
         self.index = {norm_header(k): v for k, v in idx.items()}
         self.prev_balance: Decimal | None = None
+        self.opening: Decimal | None = None
         self.chain_checked = 0
         self.chain_break: tuple | None = None
 
@@ -200,7 +217,7 @@ class _Mapper:
     def reset(self) -> None:
         self.out.reset()
         self.totals.clear()
-        self.prev_balance, self.chain_checked, self.chain_break = None, 0, None
+        self.prev_balance, self.chain_checked, self.chain_break = self.opening, 0, None
         self.sums.update({"in": Decimal("0.00"), "out": Decimal("0.00")})
 
     def footer(self, quarantined: int) -> FooterCheck:
@@ -270,6 +287,7 @@ def _parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
     rd.include = sorted(set(idx.values()))
     out = Collector(BANK_SCHEMA, src)
     mapper = _Mapper(rd, idx, opts, out)
+    mapper.opening = mapper.prev_balance = opening_balance([t for _, t in rd.prefix])
     drive(rd, mapper.process, mapper.reset)
     for e in rd.extras:
         if e.text.strip():
@@ -340,6 +358,7 @@ def parse_xlsx(path: Path, opts: dict[str, Any]) -> ParsedFile:
         out = Collector(BANK_SCHEMA, None)   # type: ignore[arg-type]
         mapper = None
         raw: dict[int, str] = {}
+        titles: list[str] = []
 
         def flush(rows: list[list[str]], nums: list[int]) -> None:
             """Convert a chunk of sheet rows; keep the cell text of rows that failed (the raw text)."""
@@ -356,7 +375,10 @@ def parse_xlsx(path: Path, opts: dict[str, Any]) -> ParsedFile:
                     rd = _XlsxReader(header, str(path))
                     idx = _index(header, opts)
                     mapper = _Mapper(rd, idx, opts, out)   # type: ignore[arg-type]
-                elif row_no > int(opts.get("max_title_lines", 50)):
+                    mapper.opening = mapper.prev_balance = opening_balance(titles)
+                    continue
+                titles.append(" ".join(c for c in cells if c))
+                if row_no > int(opts.get("max_title_lines", 50)):
                     raise FileError(path, "no column header (date and amount columns) found")
                 continue
             if not any(cells):
