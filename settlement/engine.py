@@ -298,6 +298,14 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
     summary.settled, summary.released = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE trade_date < $T) FROM _stl_cand WHERE hold_reason IS NULL",
         {"T": T}).fetchone()
+    if summary.released:
+        # Released: drop them from every run's hold list, so settlement_holds keeps only what is
+        # still unsettled and later runs do not rescan the matched rows of days long cleared.
+        con.execute(f"""
+            DELETE FROM settlement_holds h
+            WHERE h.trade_date < $T AND h.run_date <> $T AND EXISTS (
+                SELECT 1 FROM _stl_cand c
+                WHERE c.hold_reason IS NULL AND c.trade_date < $T AND {_keyjoin('c', 'h')})""", {"T": T})
     for ccy, n, amt in con.execute(
             "SELECT currency, count(*), sum(amount) FROM _stl_cand WHERE hold_reason IS NOT NULL "
             "GROUP BY currency ORDER BY currency").fetchall():
