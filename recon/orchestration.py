@@ -274,14 +274,16 @@ def verify(channel: str) -> list[dict]:
 
 def reconcile_and_settle() -> dict:
     """Load + match + settle the day in one warehouse transaction (``pipeline.process_day``)."""
-    from recon.pipeline import _summary, process_day
+    from recon.pipeline import process_day
 
     with task_errors("reconcile and settle"):
         cfg = load()
         d = business_date_from_context(_context(), cfg)
         result = process_day(cfg, d, progress=_progress)
-        summary = {"business_date": d.isoformat(), "run_id": result.run_id, **_summary(result)}
-        return json.loads(json.dumps(summary, default=str))
+        summary = {"business_date": d.isoformat(), "run_id": result.run_id, "files": len(result.files),
+                   "rows": sum(f.rows for f in result.files), "platform": result.platform_rows,
+                   "matched": result.matched, "breaks": result.breaks, "settlement": result.settlement}
+        return json.loads(json.dumps(summary, default=str))      # XCom: plain JSON
 
 
 def report() -> dict[str, str]:

@@ -74,6 +74,25 @@ def environ(**values: str):
                 os.environ[k] = v
 
 
+DAG_TEST_LIMIT_S = 240    # dag.test() loops while a task is unrunnable: fail the test rather than hang the suite
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str):
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError(f"{what} did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def load_dag(config: Path, dag_id: str = "recon_nightly"):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -88,7 +107,7 @@ def run_dag(config: Path, logical_date: datetime = LOGICAL, dag_id: str = "recon
     """dag.test() for one logical date; returns the DagRun state and {(task_id, map_index): state}."""
     _, dag = load_dag(config, dag_id)
     t0 = time.perf_counter()
-    with environ(RECON_CONFIG=str(config), **env):
+    with environ(RECON_CONFIG=str(config), **env), deadline(DAG_TEST_LIMIT_S, f"dag.test of {dag_id}"):
         dr = dag.test(logical_date=logical_date, run_conf=conf)
     tis = dr.get_task_instances()
     states = {(ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in tis}
