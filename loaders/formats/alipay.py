@@ -158,7 +158,7 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
              "实收净额")
     out = Collector(TRADE_SCHEMA, src)
     sums = {"payment": [0, Decimal("0.00")], "refund": [0, Decimal("0.00")], "fee": Decimal("0.00"),
-            "net": Decimal("0.00")}
+            "net": Decimal("0.00"), "order": Decimal("0.00")}
     ccy = opts.get("currency", "CNY")
 
     def process(batch: Batch) -> None:
@@ -175,7 +175,8 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         kind = map_values(kind_raw, TYPES)
         errs.mark(as_bool(pc.is_null(kind)), "业务类型", lambda i: f"expected 交易 or 退款, got {kind_raw[i].as_py()!r}")
         refund = pc.equal(kind, "refund")
-        amount = pc.abs(to_money(c.get("订单金额(元)"), "订单金额(元)", errs))
+        order_amount = to_money(c.get("订单金额(元)"), "订单金额(元)", errs)
+        amount = pc.abs(order_amount)
         recv = to_money(c.get("商家实收(元)"), "商家实收(元)", errs)
         fee_col = c.get("服务费(元)", "服务费", "手续费(元)", "手续费")
         fee_abs = pc.abs(to_money(fee_col, "服务费(元)", errs, blank_zero=True)) if fee_col is not None \
@@ -206,11 +207,12 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
             sums[key][1] += msum(recv, mask)
         sums["fee"] += msum(fee, keep)
         sums["net"] += msum(net, keep)
+        sums["order"] += msum(order_amount, keep)
 
     def reset() -> None:
         out.reset()
         sums.update({"payment": [0, Decimal("0.00")], "refund": [0, Decimal("0.00")], "fee": Decimal("0.00"),
-                     "net": Decimal("0.00")})
+                     "net": Decimal("0.00"), "order": Decimal("0.00")})
 
     drive(rd, process, reset)
     footer_lines = _split_extras(rd, out)
@@ -258,8 +260,8 @@ def _trade_footer(comments: list[str], sums: dict, quarantined: int, summary: di
         checks += [("rows", totals["交易"][0], pay_n + ref_n + quarantined),
                    ("交易合计 商家实收", totals["交易"][1], pay_amt + ref_amt)]
     if summary:
-        for name, parsed in (("交易订单总笔数", pay_n), ("退款订单总笔数", ref_n), ("商家实收(元)", pay_amt + ref_amt),
-                             ("实收净额(元)", sums["net"])):
+        for name, parsed in (("交易订单总笔数", pay_n), ("退款订单总笔数", ref_n), ("订单金额(元)", sums["order"]),
+                             ("商家实收(元)", pay_amt + ref_amt), ("实收净额(元)", sums["net"])):
             raw = summary.get(norm_header(name))
             if raw not in (None, ""):
                 declared = int(raw) if raw.isdigit() else decimal_of(raw)

@@ -218,7 +218,7 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         sums["settle"] += msum(settle, keep)
         sums["fee"] += msum(fee, keep)
         sums["refund"] += msum(ramt, keep)
-        sums["order"] += msum(total, keep & ~is_refund) if c.has("订单金额") else Decimal("0.00")
+        sums["order"] += msum(total, keep) if c.has("订单金额") else Decimal("0.00")
         sums["req"] += msum(req, keep)
 
     def reset() -> None:
@@ -239,7 +239,10 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         label = rd.source.label
         checks = [("rows", _decl(v, "总交易单数", label, True), table.num_rows + len(quarantine))]
         for name, parsed in (("应结订单总金额", sums["settle"]), ("退款总金额", sums["refund"]),
-                             ("手续费总金额", sums["fee"]), ("申请退款总金额", sums["req"])):
+                             ("手续费总金额", sums["fee"]), ("订单总金额", sums["order"] if norm_header("订单金额") in index
+                                                       else None), ("申请退款总金额", sums["req"])):
+            if parsed is None:
+                continue
             checks.append((name, _decl(v, name, label), parsed))
         footer = footer_check(checks, len(quarantine))
     return ParsedFile(path, "wechat_trade", "trade", table, quarantine, footer,
