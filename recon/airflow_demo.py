@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nExcel report:     {report}")
         print(f"DuckDB file:      {cfg.warehouse}")
         print(f"Analyst snapshot: {snapshot}")
-        print(f"Try:              duckdb {snapshot} \"SELECT type, count(*) FROM discrepancies GROUP BY 1\"")
+        print(f"Config used:      {config}")
+        print(f"Try:              recon sql --config {config} \"SELECT type, count(*) FROM discrepancies GROUP BY 1\"")
         return 0
     finally:
         if args.keep_home:
