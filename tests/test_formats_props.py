@@ -154,7 +154,7 @@ def test_damaged_archives_fail_as_file_errors(tmp_path_factory, kind, cut, flips
     data = bytearray(path.read_bytes())
     for pos, byte in flips:
         data[pos % len(data)] = byte
-    path.write_bytes(bytes(data[: max(1, len(data) - cut)]))
+    path.write_bytes(bytes(data[: max(10, len(data) - cut)]))       # (nearly empty: a day without a statement)
     for run in (lambda: FORMATS[fmt].parse(path, {}), lambda: check_file(path, fmt)):
         try:
             parsed = run()
