@@ -179,7 +179,8 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         amount = pc.abs(order_amount)
         recv = to_money(c.get("商家实收(元)"), "商家实收(元)", errs)
         fee_col = c.get("服务费(元)", "服务费", "手续费(元)", "手续费")
-        fee_abs = pc.abs(to_money(fee_col, "服务费(元)", errs, blank_zero=True)) if fee_col is not None \
+        # Alipay always prints the fee (0.00 when none): a blank one is a damaged row, not a zero
+        fee_abs = pc.abs(to_money(fee_col, "服务费(元)", errs)) if fee_col is not None \
             else zeros(n)
         fee = pc.if_else(refund, neg(fee_abs), fee_abs)
         done = c.get("完成时间")
