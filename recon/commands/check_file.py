@@ -15,7 +15,7 @@ from recon.errors import UserError
 def add_parser(sub) -> None:
     p = sub.add_parser("check-file", help="parse one statement file without the warehouse and report it")
     p.add_argument("path", help="the statement file (CSV, gzip, ZIP, xlsx, fixed width)")
-    p.add_argument("--format", dest="fmt", help="format name (default: detected from the file)")
+    p.add_argument("--format", dest="fmt", metavar="NAME", help="format name (default: detected from the file)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--encoding", help="force the file's encoding (default: UTF-8 with/without BOM, else GBK)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
