@@ -46,7 +46,8 @@ def table(results: list[dict], command: str) -> str:
         pl = r["pipeline"]
         rows = pl["statement_rows"] + sum(pl["platform_rows"].values())
         cpu = pl.get("cpu_tree") or pl.get("cpu") or float("nan")
-        lines.append(f"| {r['orders']:,} | {pl['statement_rows']:,} | {sum(pl['platform_rows'].values()):,} | "
+        lines.append(f"| {r['orders']:,}{'' if r.get('report_stage', True) else ' (no report)'} | "
+                     f"{pl['statement_rows']:,} | {sum(pl['platform_rows'].values()):,} | "
                      + " | ".join(fmt_s(pl["seconds"].get(s)) for s in stages)
                      + f" | {pl['wall']:.1f} s | {cpu:.1f} s | {rows / pl['wall']:,.0f} | {rows / cpu:,.0f} "
                        f"| {pl['peak_rss'] / GiB:.2f} GiB |")
@@ -128,8 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-report", action="store_true",
                     help="stop after settle (run_day without report_day), e.g. to profile the core at 10M")
     ap.add_argument("--write-results", action="store_true", help="update the End to end section of RESULTS.md")
+    ap.add_argument("--from-json", nargs="+", metavar="FILE",
+                    help="only rebuild the tables from raw results (<workdir>/e2e-<N>.json) of earlier runs")
+    ap.add_argument("--command", help="with --from-json: the command line that produced them")
     ap.add_argument("--others", action="store_true", help=f"also run {', '.join(OTHERS)} when present")
     args = ap.parse_args(argv)
+    if args.from_json:
+        results = sorted((json.loads(Path(f).read_text(encoding="utf-8")) for f in args.from_json),
+                         key=lambda r: r["orders"])
+        text = table(results, args.command or "python -m benchmarks.run --sizes "
+                     + ",".join(str(r["orders"]) for r in results))
+        print(text)
+        if args.write_results:
+            write_results(text)
+        return 0
     from benchmarks.bench_e2e import bench_size
     work = Path(args.workdir)
     results = []
