@@ -83,8 +83,14 @@ def _totals(con: duckdb.DuckDBPyConnection, kind: str, rows: pa.Table) -> tuple[
 def load_file(con: duckdb.DuckDBPyConnection, fetched: FetchedFile, parsed: ParsedFile, business_date: date,
               quarantine_policy: str = "fail", run_id: str | None = None) -> LoadResult:
     """Load one parsed file for ``business_date`` (inside the caller's transaction)."""
-    if parsed.footer.ok is False:
-        raise FileError(fetched.path, f"the file's own totals disagree with its rows: {parsed.footer.message}")
+    if parsed.quarantine and quarantine_policy == "fail":
+        first = parsed.quarantine[0]
+        raise FileError(fetched.original_name, f"{len(parsed.quarantine)} row(s) could not be loaded (policy: fail; "
+                        f"kept in quarantine); first: {first.reason}", line_no=first.line_no, field=first.field)
+    if parsed.footer.ok is False and not (parsed.quarantine and quarantine_policy == "warn"):
+        # Under 'warn', totals that disagree because rows were quarantined load the good rows and keep
+        # footer_ok = false on the file; without quarantined rows a disagreement always refuses the file.
+        raise FileError(fetched.original_name, f"the file's own totals disagree with its rows: {parsed.footer.message}")
     check_period(parsed, business_date)
     kind, table = parsed.kind, TABLES[parsed.kind]
     path = str(fetched.path)
@@ -125,8 +131,4 @@ def load_file(con: duckdb.DuckDBPyConnection, fetched: FetchedFile, parsed: Pars
          parsed.rows.num_rows, len(parsed.quarantine), gross, fees, net, parsed.footer.declared_rows,
          parsed.footer.declared_amount, parsed.footer.ok, parsed.footer.message, period[0], period[1], restated,
          now, run_id])
-    if parsed.quarantine and quarantine_policy == "fail":
-        first = parsed.quarantine[0]
-        raise FileError(path, f"{len(parsed.quarantine)} row(s) could not be loaded (policy: fail); first: "
-                        f"{first.reason}", line_no=first.line_no, field=first.field)
     return LoadResult(**result, skipped=False, restated=restated)

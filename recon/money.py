@@ -37,7 +37,10 @@ def parse_amount(text: str, *, allow_sub_fen_zeros: bool = True) -> Decimal:
         raise MoneyError(f"not a number: {text!r}") from None
     if not value.is_finite():
         raise MoneyError(f"not a finite amount: {text!r}")
-    quantized = value.quantize(FEN)
+    try:
+        quantized = value.quantize(FEN)
+    except InvalidOperation:                      # e.g. 1e999: too many digits for any amount
+        raise MoneyError(f"amount out of range: {text!r}") from None
     if quantized != value:
         raise MoneyError(f"amount has digits below the fen: {text!r}")
     if not allow_sub_fen_zeros and value.as_tuple().exponent < -2:

@@ -159,7 +159,8 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
         t0 = time.perf_counter()
         for f in files:
             st = next(s for s in cfg.channel(f.channel).statements if s.kind == f.kind and s.format == f.format)
-            parsed.append((f, parse_fetched(f, {"currency": cfg.channel(f.channel).currency, **st.options})))
+            parsed.append((f, parse_fetched(f, {"currency": cfg.channel(f.channel).currency, "kind": st.kind,
+                                                **st.options})))
         with transaction(con):
             for f, p in parsed:
                 res = load_file(con, f, p, business_date, cfg.channel(f.channel).quarantine_policy, result.run_id)
