@@ -303,7 +303,7 @@ def write_matches(con: duckdb.DuckDBPyConnection, d: date) -> int:
     con.execute("""
 INSERT INTO matched_transactions
 SELECT $d, channel, match_key, txn_type, order_no, refund_no, merchant_id, p_amount, p_currency, c_fee,
-       event_time, platform_source, channel_source
+       event_time, platform_source, channel_source, outcome
 FROM info_sources
 WHERE outcome = 'matched'
    -- pairs on both sides that disagree: held by their open break, settled once a person resolves it

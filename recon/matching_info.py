@@ -66,6 +66,7 @@ WITH p_rows AS (
            ct.fee, ct.txn_time, NULL::VARCHAR AS carried_id
     FROM channel_transactions ct
     WHERE ct.business_date = $d AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')
+      AND ct.txn_type IN ('payment', 'refund')   -- Stripe/Adyen fee, dispute, payout lines are not orders
     UNION ALL
     SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
            ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency, ct.amount,

@@ -222,7 +222,8 @@ def report_day(cfg: Config, business_date: date, con: duckdb.DuckDBPyConnection 
         out_dir.mkdir(parents=True, exist_ok=True)
         outputs = {"discrepancy_report": str(write_discrepancy_report(con, cfg, business_date, out_dir))}
         progress("report", f"discrepancy report {outputs['discrepancy_report']}")
-        batches = con.execute("SELECT DISTINCT batch_id FROM settlement_items WHERE trade_date = ? ORDER BY 1",
+        # Every batch the day's run wrote into (released holds and adjustments included).
+        batches = con.execute("SELECT DISTINCT batch_id FROM settlement_items WHERE run_date = ? ORDER BY 1",
                               [business_date]).fetchall()
         for (batch_id,) in batches:
             outputs[f"settlement_report:{batch_id}"] = str(write_settlement_report(con, cfg, batch_id, out_dir))

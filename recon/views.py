@@ -80,7 +80,9 @@ WITH f AS (
 ), p AS (
     SELECT business_date, channel, count(*) AS platform_orders FROM platform_orders GROUP BY ALL
 ), m AS (
-    SELECT business_date, channel, count(*) AS matched FROM matched_transactions GROUP BY ALL
+    SELECT business_date, channel, count(*) FILTER (WHERE outcome = 'matched') AS matched,
+           count(*) FILTER (WHERE outcome <> 'matched') AS paired_with_break
+    FROM matched_transactions GROUP BY ALL
 ), d AS (
     SELECT business_date, channel, count(*) AS breaks,
            count(*) FILTER (WHERE status IN ('open', 'pending')) AS open_breaks,
@@ -97,6 +99,7 @@ SELECT k.business_date, k.channel,
        coalesce(f.quarantined_rows, 0) AS quarantined_rows, coalesce(f.footer_failures, 0) AS footer_failures,
        coalesce(t.channel_transactions, 0) AS channel_transactions,
        coalesce(p.platform_orders, 0) AS platform_orders, coalesce(m.matched, 0) AS matched,
+       coalesce(m.paired_with_break, 0) AS paired_with_break,
        coalesce(d.breaks, 0) AS breaks, coalesce(d.open_breaks, 0) AS open_breaks,
        coalesce(d.information_breaks, 0) AS information_breaks, coalesce(d.funds_breaks, 0) AS funds_breaks
 FROM k

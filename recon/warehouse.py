@@ -337,6 +337,11 @@ CREATE TABLE discrepancy_members (
     source VARCHAR                      -- path:line of the statement row
 );
 """),
+    (4, "matched pair outcome", """
+-- matched_transactions also keeps the pairs that disagree (held by their open break until a person
+-- resolves it); outcome says which: matched | amount_mismatch | fee_mismatch | currency_mismatch.
+ALTER TABLE matched_transactions ADD COLUMN outcome VARCHAR DEFAULT 'matched';
+"""),
 ]
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
