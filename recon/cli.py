@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from recon.errors import UserError
@@ -42,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:          # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("RECON_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"recon {args.command}: internal error: {type(exc).__name__}: {first} "
+              "(set RECON_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

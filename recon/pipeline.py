@@ -176,7 +176,9 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
             recon = reconcile_day(con, cfg, business_date)
             result.matched, result.breaks = recon.matched, recon.by_type
             progress("match", f"{recon.matched} matched, {sum(recon.by_type.values())} breaks "
-                              + ", ".join(f"{k} {v}" for k, v in recon.by_type.items()))
+                              + ", ".join(f"{k} {v}" for k, v in recon.by_type.items())
+                              + f"; {recon.pending} pending at the day cut, {recon.auto_resolved} earlier "
+                                f"breaks auto-resolved, {sum(recon.carried_open.values())} still open")
             result.seconds["match"] = time.perf_counter() - t0
             stage, t0 = "settle", time.perf_counter()
             summary = settle_day(con, cfg, business_date)

@@ -127,3 +127,17 @@ def test_cli_run_fails_with_one_clear_line_when_a_statement_is_missing(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 75
     assert len(err) == 1 and err[0].startswith("recon run: error: statement not available: wechat trade")
+
+
+def test_an_unexpected_failure_is_one_line_too(tmp_path, capsys, monkeypatch):
+    from tests.conftest import write_demo_config
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr("settlement.engine.settle_day", boom)
+    code = cli.main(["run", "--config", str(write_demo_config(tmp_path)), "--date", "2026-06-05"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["recon run: internal error: ZeroDivisionError: division by zero (set RECON_DEBUG=1 for the "
+                   "traceback)"]
