@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import io
 import struct
@@ -51,6 +52,17 @@ MAX_ABS = Decimal("99999999999999.99")
 
 class _RetryEncoding(Exception):
     """Auto-detected UTF-8 turned out wrong further into the file: start again as GB18030."""
+
+
+def with_encoding_retry(parse: Callable[[Path, dict[str, Any]], Any]) -> Callable[[Path, dict[str, Any]], Any]:
+    """Wrap a parser: when auto-detected UTF-8 turns out wrong (:class:`_RetryEncoding`), parse again as GB18030."""
+    @functools.wraps(parse)
+    def wrapper(path: Path, opts: dict[str, Any]) -> Any:
+        try:
+            return parse(path, opts)
+        except _RetryEncoding:
+            return parse(path, {**opts, "encoding": "gb18030"})
+    return wrapper
 
 
 # ------------------------------------------------------------------ sources

@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 
 from loaders.base import FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, Source, _RetryEncoding, as_bool, cols_for, const, decimal_of, drive,
-    footer_check, is_zip, map_values, msum, neg, sub, to_money, to_time, without_blank, zeros, zip_members,
+    Batch, Collector, Cols, Errors, Reader, Source, as_bool, cols_for, const, decimal_of, drive,
+    footer_check, is_zip, map_values, msum, neg, sub, to_money, to_time, with_encoding_retry, without_blank,
+    zeros, zip_members,
 )
 
 PERIOD = re.compile(r"起始日期[:：]\s*\[(\d{4})年(\d{1,2})月(\d{1,2})日\s*([\d:]*)\].*?"
@@ -71,16 +72,6 @@ def _find_header(line_no: int, text: str) -> str:
 
 def _reader(src: Source, opts: dict[str, Any]) -> Reader:
     return Reader(src, encoding=opts.get("encoding"), quote=False, find_header=_find_header)
-
-
-def _retry(fn):
-    def wrapper(path: Path, opts: dict[str, Any]) -> ParsedFile:
-        try:
-            return fn(path, opts)
-        except _RetryEncoding:
-            return fn(path, {**opts, "encoding": "gb18030"})
-    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
-    return wrapper
 
 
 def _split_extras(rd: Reader, out: Collector) -> list[str]:
@@ -138,7 +129,7 @@ def _detect_funds(head: bytes) -> bool:
 
 
 @register("alipay_trade", "trade", detect=_detect_trade, description="Alipay trade bill (业务明细), CSV or ZIP")
-@_retry
+@with_encoding_retry
 def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Alipay trade bill (业务明细), CSV or ZIP."""
     src, summary_src = _sources(path, "业务明细")
@@ -277,7 +268,7 @@ def _trade_footer(comments: list[str], sums: dict, quarantined: int, summary: di
 
 
 @register("alipay_funds", "funds", detect=_detect_funds, description="Alipay fund bill (账务明细), CSV or ZIP")
-@_retry
+@with_encoding_retry
 def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Alipay fund bill (账务明细), CSV or ZIP."""
     src, summary_src = _sources(path, "账务明细")

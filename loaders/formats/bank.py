@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from loaders.base import BANK_SCHEMA, FileError, FooterCheck, ParsedFile, mask_numbers, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, _RetryEncoding, as_bool, drive, msum, source_for, to_money, to_time,
-    without_blank,
+    Batch, Collector, Cols, Errors, Reader, as_bool, drive, msum, source_for, to_money, to_time,
+    with_encoding_retry, without_blank,
 )
 
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -256,15 +256,9 @@ def _detect_csv(head: bytes) -> bool:
 
 
 @register("bank_csv", "bank", detect=_detect_csv, description="Bank statement CSV (lump-sum settlement credits)")
+@with_encoding_retry
 def parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Bank statement CSV (lump-sum settlement credits)."""
-    try:
-        return _parse_csv(path, opts)
-    except _RetryEncoding:
-        return _parse_csv(path, {**opts, "encoding": "gb18030"})
-
-
-def _parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
     src = source_for(path, lambda n: n.lower().endswith((".csv", ".txt")), "statement")
     delimiter = opts.get("delimiter", ",")
 

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 
 from loaders.base import TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, _RetryEncoding, add, as_bool, const, drive, footer_check, neg,
-    source_for, sub, to_money, to_time, without_blank, zeros,
+    Batch, Collector, Cols, Errors, Reader, add, as_bool, const, drive, footer_check, neg,
+    source_for, sub, to_money, to_time, with_encoding_retry, without_blank, zeros,
 )
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S%z")
@@ -49,16 +49,6 @@ ADYEN_TYPES = ("Settled", "Refunded", "Chargeback", "ChargebackReversed", "Secon
                "InternalTransfer", "MerchantPayin", "MerchantPayinReversed", "MerchantPayoutReversed",
                "MerchantPayoutFailed", "Chargeback Reversal")
 ZERO = pa.scalar(Decimal("0.00"), pa.decimal128(18, 2))
-
-
-def _retry(fn):
-    def wrapper(path: Path, opts: dict[str, Any]) -> ParsedFile:
-        try:
-            return fn(path, opts)
-        except _RetryEncoding:
-            return fn(path, {**opts, "encoding": "gb18030"})
-    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
-    return wrapper
 
 
 def _reader(path: Path, opts: dict[str, Any], need: tuple[str, ...]) -> tuple[Reader, dict[str, int]]:
@@ -98,7 +88,7 @@ def _detect_adyen(head: bytes) -> bool:
 
 @register("stripe_payout", "trade", detect=_detect_stripe,
           description="Stripe payout reconciliation report (itemized), major units")
-@_retry
+@with_encoding_retry
 def parse_stripe(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Stripe payout reconciliation report (itemized), major units."""
     rd, index = _reader(path, opts, ("currency", "gross", "fee", "net", "reporting_category", "created_utc"))
@@ -162,7 +152,7 @@ ADYEN_FEES = ("Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange
 
 @register("adyen_settlement", "trade", detect=_detect_adyen,
           description="Adyen settlement details report (multi-currency, major units)")
-@_retry
+@with_encoding_retry
 def parse_adyen(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Adyen settlement details report (multi-currency, major units)."""
     rd, index = _reader(path, opts, ("Psp Reference", "Type", "Gross Currency", "Net Currency", "Batch Number"))

@@ -19,8 +19,9 @@ from loaders.base import (
     FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, money, norm_header, register,
 )
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Extra, Reader, _RetryEncoding, as_bool, const, drive, footer_check,
-    map_values, msum, neg, extras_batch, cols_for, source_for, sub, to_money, to_time, without_blank, zeros,
+    Batch, Collector, Cols, Errors, Extra, Reader, as_bool, const, drive, footer_check,
+    map_values, msum, neg, extras_batch, cols_for, source_for, sub, to_money, to_time, with_encoding_retry,
+    without_blank, zeros,
 )
 
 NO_STATEMENT = "NO_STATEMENT_EXIST"
@@ -106,16 +107,6 @@ def _decl(values: dict[str, str], name: str, label: str, as_int: bool = False):
         raise FileError(label, f"summary value {name} is not a number: {raw!r}") from None
 
 
-def _with_encoding_retry(fn):
-    def wrapper(path: Path, opts: dict[str, Any]) -> ParsedFile:
-        try:
-            return fn(path, opts)
-        except _RetryEncoding:
-            return fn(path, {**opts, "encoding": "gb18030"})
-    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
-    return wrapper
-
-
 def _detect_trade(head: bytes) -> bool:
     h = head.lstrip(b"\xef\xbb\xbf")
     return h.startswith("交易时间,公众账号ID".encode()) or h.startswith("交易时间,公众账号ID".encode("gbk"))
@@ -127,7 +118,7 @@ def _detect_fundflow(head: bytes) -> bool:
 
 
 @register("wechat_trade", "trade", detect=_detect_trade, description="WeChat Pay trade bill (ALL/SUCCESS/REFUND)")
-@_with_encoding_retry
+@with_encoding_retry
 def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """WeChat Pay trade bill (ALL/SUCCESS/REFUND)."""
     rd = _reader(path, opts, "交易时间")
@@ -253,7 +244,7 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
 
 @register("wechat_fundflow", "funds", detect=_detect_fundflow,
           description="WeChat Pay fund-flow bill (BASIC/OPERATION/FEES)")
-@_with_encoding_retry
+@with_encoding_retry
 def parse_fundflow(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """WeChat Pay fund-flow bill (BASIC/OPERATION/FEES)."""
     rd = _reader(path, opts, "记账时间")
