@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loaders.base import (
-    FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, money, norm_header, register,
+    FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, Quarantined, money, norm_header, register,
 )
 from loaders.formats._tabular import (
     Batch, Collector, Cols, Errors, Extra, Reader, as_bool, const, drive, footer_check,
@@ -95,6 +95,22 @@ def _summary_values(summary: tuple[Extra, Extra]) -> dict[str, str]:
     names = [norm_header(h) for h in head.text.split(",")]
     values = [v.strip().lstrip("`").strip() for v in vals.text.split(",")]
     return dict(zip(names, values))
+
+
+def _run(rd: Reader, out: Collector, process: Callable[[Batch], None], reset: Callable[[], None],
+         summary_first: str) -> tuple[pa.Table, list[Quarantined], dict[str, str] | None]:
+    """Parse the body, take trailing-comma lines as rows, quarantine other odd lines.
+
+    Returns the rows, the quarantine and the summary's values (None when the bill has no summary).
+    """
+    drive(rd, process, reset)
+    lenient: list[Extra] = []
+    summary = _split_extras(rd, summary_first, out, lenient)
+    if lenient:
+        process(extras_batch(rd, lenient, lambda t: t.split(",")))
+    table = out.table()
+    quarantine = out.finish_quarantine(rd)
+    return table, quarantine, (_summary_values(summary) if summary is not None else None)
 
 
 def _decl(values: dict[str, str], name: str, label: str, as_int: bool = False):
@@ -217,16 +233,9 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
         for k in sums:
             sums[k] = Decimal("0.00")
 
-    drive(rd, process, reset)
-    lenient: list[Extra] = []
-    summary = _split_extras(rd, "总交易单数", out, lenient)
-    if lenient:
-        process(extras_batch(rd, lenient, lambda t: t.split(",")))
-    table = out.table()
-    quarantine = out.finish_quarantine(rd)
+    table, quarantine, v = _run(rd, out, process, reset, "总交易单数")
     footer = _no_summary(table.num_rows + len(quarantine))
-    if summary is not None:
-        v = _summary_values(summary)
+    if v is not None:
         label = rd.source.label
         checks = [("rows", _decl(v, "总交易单数", label, True), table.num_rows + len(quarantine))]
         for name, parsed in (("应结订单总金额", sums["settle"]), ("退款总金额", sums["refund"]),
@@ -289,16 +298,9 @@ def parse_fundflow(path: Path, opts: dict[str, Any]) -> ParsedFile:
         for k in sums:
             sums[k] = [0, Decimal("0.00")]
 
-    drive(rd, process, reset)
-    lenient: list[Extra] = []
-    summary = _split_extras(rd, "资金流水总笔数", out, lenient)
-    if lenient:
-        process(extras_batch(rd, lenient, lambda t: t.split(",")))
-    table = out.table()
-    quarantine = out.finish_quarantine(rd)
+    table, quarantine, v = _run(rd, out, process, reset, "资金流水总笔数")
     footer = _no_summary(table.num_rows + len(quarantine))
-    if summary is not None:
-        v = _summary_values(summary)
+    if v is not None:
         label = rd.source.label
         footer = footer_check([("rows", _decl(v, "资金流水总笔数", label, True), table.num_rows + len(quarantine)),
                                ("收入笔数", _decl(v, "收入笔数", label, True), sums["in"][0]),
