@@ -283,3 +283,51 @@ def test_cli_generate_writes_a_runnable_world(tmp_path, capsys):
     assert (out / "load_postgres.py").exists() and len(cfg.merchants) == 20
     assert cli.main(["generate", "--orders", "0", "--days", "1", "--out", str(tmp_path / "x")]) == 1
     assert "--orders" in capsys.readouterr().err
+
+
+def test_load_postgres_script_gives_postgresql_the_same_platform_rows(world, tmp_path):
+    """DIR/load_postgres.py copies platform.db into PostgreSQL (NUMERIC, TIMESTAMP); recon reads the same rows."""
+    import subprocess
+    import sys
+    import uuid
+
+    import sqlalchemy as sa
+
+    from loaders.internal import load_platform
+    from recon.warehouse import connect, transaction
+
+    admin = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    try:
+        eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # CI starts PostgreSQL (.ci/run); a bare laptop may not have it
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 not reachable: {exc}")
+    db = f"recon_generate_{uuid.uuid4().hex[:8]}"
+    with eng.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {db}"))
+    try:
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
+        done = subprocess.run([sys.executable, str(world / "load_postgres.py"), url], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "payment_orders:" in done.stdout
+
+        def rows(source_url: str, name: str):
+            cfg = load_config(world / "recon.yml", overrides={"internal_source": {"url": source_url},
+                                                              "warehouse": str(tmp_path / f"{name}.duckdb")})
+            con = connect(cfg.warehouse)
+            with transaction(con):
+                counts = load_platform(con, cfg, date(2026, 6, 2))
+            out = con.execute("SELECT * EXCLUDE (business_date) FROM platform_orders ORDER BY ALL").fetchall(), \
+                con.execute("SELECT * EXCLUDE (business_date) FROM platform_expected_funds ORDER BY ALL").fetchall()
+            con.close()
+            return counts, out
+
+        lite = rows(f"sqlite:///{world / 'platform.db'}", "lite")
+        assert lite[0]["orders"] > 0.9 * ORDERS
+        assert rows(url, "pg") == lite
+    finally:
+        with eng.connect() as c:
+            c.execute(sa.text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        eng.dispose()
