@@ -846,6 +846,32 @@ def without_blank(batch: Batch) -> Batch:
     return Batch(batch.table.filter(pa.array(keep)), batch.lines[keep])
 
 
+def batch_columns(batch: Batch, index: dict[str, int], reader: Reader, chars: str = " \t`"
+                  ) -> tuple[Batch, Errors, Cols] | None:
+    """The batch without its blank lines, a fresh :class:`Errors` and the :class:`Cols` to read it by
+    header name; None when no row is left."""
+    batch = without_blank(batch)
+    n = batch.table.num_rows
+    if n == 0:
+        return None
+    errs = Errors(n)
+    return batch, errs, Cols(batch, index, reader, errs, chars)
+
+
+def each_batch(index: dict[str, int], reader: Reader, chars: str = " \t`"
+               ) -> Callable[[Callable[[Batch, Errors, Cols], None]], Callable[[Batch], None]]:
+    """Turn a format's ``process(batch, errs, cols)`` into the ``process(batch)`` :func:`drive` calls
+    (see :func:`batch_columns`; a batch of blank lines only is skipped)."""
+    def wrap(fn: Callable[[Batch, Errors, Cols], None]) -> Callable[[Batch], None]:
+        @functools.wraps(fn)
+        def process(batch: Batch) -> None:
+            prepared = batch_columns(batch, index, reader, chars)
+            if prepared is not None:
+                fn(*prepared)
+        return process
+    return wrap
+
+
 def cols_for(reader: Reader, index: dict[str, int], *names: str) -> None:
     """Ask the reader for only the columns a format uses (faster, and odd unused columns do not matter)."""
     wanted = sorted({index[norm_header(n)] for n in names if norm_header(n) in index})

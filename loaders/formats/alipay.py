@@ -19,9 +19,8 @@ import pyarrow.compute as pc
 
 from loaders.base import FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, Source, as_bool, cols_for, const, decimal_of, drive,
-    footer_check, is_zip, map_values, msum, neg, sub, to_money, to_time, with_encoding_retry, without_blank,
-    zeros, zip_members,
+    Batch, Collector, Cols, Errors, Reader, Source, as_bool, cols_for, const, decimal_of, drive, each_batch,
+    footer_check, is_zip, map_values, msum, neg, sub, to_money, to_time, with_encoding_retry, zeros, zip_members,
 )
 
 PERIOD = re.compile(r"起始日期[:：]\s*\[(\d{4})年(\d{1,2})月(\d{1,2})日\s*([\d:]*)\].*?"
@@ -152,13 +151,9 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
             "net": Decimal("0.00"), "order": Decimal("0.00")}
     ccy = opts.get("currency", "CNY")
 
-    def process(batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
-            return
-        errs = Errors(n)
-        c = Cols(batch, index, rd, errs, CLEAN)
+    @each_batch(index, rd, CLEAN)
+    def process(batch: Batch, errs: Errors, c: Cols) -> None:
+        n = c.n
         txn = c.get("支付宝交易号")
         errs.mark(as_bool(pc.starts_with(txn, "#")), None, "a # line with the column count of a row")
         errs.mark(as_bool(pc.equal(txn, "")), "支付宝交易号", "empty 支付宝交易号")
@@ -289,13 +284,9 @@ def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
     ccy = opts.get("currency", "CNY")
     zero = pa.scalar(Decimal("0.00"), pa.decimal128(18, 2))
 
-    def process(batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
-            return
-        errs = Errors(n)
-        c = Cols(batch, index, rd, errs, CLEAN)
+    @each_batch(index, rd, CLEAN)
+    def process(batch: Batch, errs: Errors, c: Cols) -> None:
+        n = c.n
         mid = c.get("账务流水号")
         errs.mark(as_bool(pc.starts_with(mid, "#")), None, "a # line with the column count of a row")
         income = pc.abs(to_money(c.get("收入金额(+元)"), "收入金额(+元)", errs, blank_zero=True))

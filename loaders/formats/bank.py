@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from loaders.base import BANK_SCHEMA, FileError, FooterCheck, ParsedFile, mask_numbers, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, as_bool, drive, msum, source_for, to_money, to_time,
-    with_encoding_retry, without_blank,
+    Batch, Collector, Cols, Errors, Reader, as_bool, batch_columns, drive, msum, source_for, to_money, to_time,
+    with_encoding_retry,
 )
 
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -119,12 +119,11 @@ class _Mapper:
         self.chain_break: tuple | None = None
 
     def process(self, batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
+        prepared = batch_columns(batch, self.index, self.rd, " \t")
+        if prepared is None:
             return
-        errs = Errors(n)
-        c = Cols(batch, self.index, self.rd, errs, " \t")
+        batch, errs, c = prepared
+        n = c.n
         day_text = c.get("value_date")
         # a 合计/Total line: the statement's own totals, not a movement
         is_total = np.zeros(n, dtype=bool)
@@ -137,13 +136,9 @@ class _Mapper:
         if is_total.any():
             self._totals(c, is_total, batch.lines)
             keep = ~is_total
-            batch = Batch(batch.table.filter(pa.array(keep)), batch.lines[keep])
-            n = batch.table.num_rows
-            if n == 0:
-                return
-            errs = Errors(n)
-            c = Cols(batch, self.index, self.rd, errs, " \t")
-            day_text = c.get("value_date")
+            # the movements around the total lines, afresh (they hold no total line: no further round)
+            self.process(Batch(batch.table.filter(pa.array(keep)), batch.lines[keep]))
+            return
         when = to_time(day_text, "value_date", errs, self.formats, required=True)
         if c.has("debit") and c.has("credit"):
             debit = pc.abs(to_money(c.get("debit"), "debit", errs, blank_zero=True))

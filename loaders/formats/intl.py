@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 
 from loaders.base import TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, add, as_bool, const, drive, footer_check, neg,
-    source_for, sub, to_money, to_time, with_encoding_retry, without_blank, zeros,
+    Batch, Collector, Cols, Errors, Reader, add, as_bool, const, drive, each_batch, footer_check, neg,
+    source_for, sub, to_money, to_time, with_encoding_retry, zeros,
 )
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S%z")
@@ -101,13 +101,9 @@ def parse_stripe(path: Path, opts: dict[str, Any]) -> ParsedFile:
     out = Collector(TRADE_SCHEMA, rd.source)
     payouts: set[str] = set()
 
-    def process(batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
-            return
-        errs = Errors(n)
-        c = Cols(batch, index, rd, errs, " \t")
+    @each_batch(index, rd, " \t")
+    def process(batch: Batch, errs: Errors, c: Cols) -> None:
+        n = c.n
         cat = pc.utf8_lower(c.get("reporting_category"))
         known = pa.array(list(STRIPE_CATEGORIES) + [str(x).lower() for x in opts.get("categories", ())])
         raw_cat = c.get("reporting_category")
@@ -166,13 +162,9 @@ def parse_adyen(path: Path, opts: dict[str, Any]) -> ParsedFile:
     payout_decl: dict[tuple[str, str], Decimal] = {}
     net_by: dict[tuple[str, str], Decimal] = {}
 
-    def process(batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
-            return
-        errs = Errors(n)
-        c = Cols(batch, index, rd, errs, " \t")
+    @each_batch(index, rd, " \t")
+    def process(batch: Batch, errs: Errors, c: Cols) -> None:
+        n = c.n
         typ = c.get("Type")
         known = pa.array(list(ADYEN_TYPES) + [str(x) for x in opts.get("types", ())])
         errs.mark(~as_bool(pc.is_in(typ, value_set=known)), "Type", lambda i: f"unknown Type {typ[i].as_py()!r}")

@@ -19,9 +19,8 @@ from loaders.base import (
     FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, Quarantined, money, norm_header, register,
 )
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Extra, Reader, as_bool, const, drive, footer_check,
-    map_values, msum, neg, extras_batch, cols_for, source_for, sub, to_money, to_time, with_encoding_retry,
-    without_blank, zeros,
+    Batch, Collector, Cols, Errors, Extra, Reader, as_bool, const, drive, each_batch, footer_check,
+    map_values, msum, neg, extras_batch, cols_for, source_for, sub, to_money, to_time, with_encoding_retry, zeros,
 )
 
 NO_STATEMENT = "NO_STATEMENT_EXIST"
@@ -157,13 +156,9 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
             "order": Decimal("0.00"), "req": Decimal("0.00")}
     default_ccy = opts.get("currency", "CNY")
 
-    def process(batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
-            return
-        errs = Errors(n)
-        c = Cols(batch, index, rd, errs)
+    @each_batch(index, rd)
+    def process(batch: Batch, errs: Errors, c: Cols) -> None:
+        n = c.n
         status = c.get("交易状态")
         is_refund = as_bool(pc.equal(status, "REFUND"))
         if refund_layout:
@@ -269,13 +264,9 @@ def parse_fundflow(path: Path, opts: dict[str, Any]) -> ParsedFile:
     sums = {"in": [0, Decimal("0.00")], "out": [0, Decimal("0.00")]}
     ccy = opts.get("currency", "CNY")
 
-    def process(batch: Batch) -> None:
-        batch = without_blank(batch)
-        n = batch.table.num_rows
-        if n == 0:
-            return
-        errs = Errors(n)
-        c = Cols(batch, index, rd, errs)
+    @each_batch(index, rd)
+    def process(batch: Batch, errs: Errors, c: Cols) -> None:
+        n = c.n
         d = map_values(c.get("收支类型"), {"收入": "in", "支出": "out"})
         kinds = c.get("收支类型")
         errs.mark(as_bool(pc.is_null(d)), "收支类型", lambda i: f"expected 收入 or 支出, got {kinds[i].as_py()!r}")
