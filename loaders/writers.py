@@ -24,7 +24,7 @@ import zipfile
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 ZERO = Decimal("0.00")
 TS = "%Y-%m-%d %H:%M:%S"
@@ -294,6 +294,24 @@ def _write_lines(stream, lines: Iterable[str], encoding: str, newline: str) -> N
     out.flush()
 
 
+def _write_alipay(path: Path, lines: Iterable[str], summary: Callable[[], list[str]], entry: str, as_zip: bool,
+                  encoding: str, newline: str) -> Path:
+    """The detail lines as a bare CSV, or a ZIP of ``entry.csv`` and ``entry(汇总).csv``.
+
+    ``lines`` fills the totals as it is written, so ``summary`` is called only after it.
+    """
+    if not as_zip:
+        with open(path, "wb") as fh:
+            _write_lines(fh, lines, encoding, newline)
+        return path
+    with zipfile.ZipFile(path, "w") as zf:
+        with _zip_entry(zf, f"{entry}.csv") as fh:
+            _write_lines(fh, lines, encoding, newline)
+        with _zip_entry(zf, f"{entry}(汇总).csv") as fh:
+            _write_lines(fh, summary(), encoding, newline)
+    return path
+
+
 def write_alipay_trade(rows: Iterable[dict], path: Path | str, *, bill_date: date,
                        account: str = "20887226827483540156", isv: bool = False, as_zip: bool = True,
                        encoding: str = "gbk", newline: str = "\r\n") -> Path:
@@ -303,17 +321,9 @@ def write_alipay_trade(rows: Iterable[dict], path: Path | str, *, bill_date: dat
     path = Path(path)
     totals = {"payment": [0, ZERO], "refund": [0, ZERO], "fee": ZERO, "net": ZERO}
     stem = f"{account}_{bill_date:%Y%m%d}"
-    lines = _alipay_trade_lines(rows, account, bill_date, isv, totals)
-    if not as_zip:
-        with open(path, "wb") as fh:
-            _write_lines(fh, lines, encoding, newline)
-        return path
-    with zipfile.ZipFile(path, "w") as zf:
-        with _zip_entry(zf, f"{stem}_业务明细.csv") as fh:
-            _write_lines(fh, lines, encoding, newline)
-        with _zip_entry(zf, f"{stem}_业务明细(汇总).csv") as fh:
-            _write_lines(fh, _alipay_trade_summary(account, bill_date, totals), encoding, newline)
-    return path
+    return _write_alipay(path, _alipay_trade_lines(rows, account, bill_date, isv, totals),
+                         lambda: _alipay_trade_summary(account, bill_date, totals), f"{stem}_业务明细", as_zip,
+                         encoding, newline)
 
 
 def write_alipay_funds(rows: Iterable[dict], path: Path | str, *, bill_date: date,
@@ -323,17 +333,9 @@ def write_alipay_funds(rows: Iterable[dict], path: Path | str, *, bill_date: dat
     path = Path(path)
     totals = {"in": [0, ZERO], "out": [0, ZERO]}
     stem = f"{account}_{bill_date:%Y%m%d}"
-    lines = _alipay_funds_lines(rows, account, bill_date, totals, opening_balance)
-    if not as_zip:
-        with open(path, "wb") as fh:
-            _write_lines(fh, lines, encoding, newline)
-        return path
-    with zipfile.ZipFile(path, "w") as zf:
-        with _zip_entry(zf, f"{stem}_账务明细.csv") as fh:
-            _write_lines(fh, lines, encoding, newline)
-        with _zip_entry(zf, f"{stem}_账务明细(汇总).csv") as fh:
-            _write_lines(fh, _alipay_funds_summary(account, bill_date, totals), encoding, newline)
-    return path
+    return _write_alipay(path, _alipay_funds_lines(rows, account, bill_date, totals, opening_balance),
+                         lambda: _alipay_funds_summary(account, bill_date, totals), f"{stem}_账务明细", as_zip,
+                         encoding, newline)
 
 
 # ------------------------------------------------------------------ UnionPay
