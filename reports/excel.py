@@ -391,9 +391,18 @@ def _kind_of(name: str, data_type: str) -> str:
     return "text"
 
 
+SETTLEMENT_DETAIL_ROWS = 50_000
+
+
 def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: str, out_dir: Path, *,
-                            row_limit: int = EXCEL_MAX_ROWS, max_sheets: int = 3) -> Path:
+                            row_limit: int = EXCEL_MAX_ROWS, max_sheets: int = 3,
+                            detail_rows: int = SETTLEMENT_DETAIL_ROWS) -> Path:
     """Write one settlement batch's workbook: batch summary, lines per merchant, held and carried, items.
+
+    Transaction-level sheets (items, holds, ...) show at most ``detail_rows`` rows; a bigger batch's
+    full lists go to CSV beside the workbook (openpyxl writes ~3,000 rows/s: a million-item sheet
+    would take longer than the whole night's reconciliation, and every item is also in the
+    per-merchant statements).
 
     Reads ``settlement_batches``/``_lines``/``_items``; any further ``settlement_*`` table with a
     ``batch_id`` column (added by later migrations, e.g. holds or carry-forwards) gets a sheet of its
@@ -484,8 +493,9 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                               else f'"{n}"' for n, t in cols_meta)
             n_rows = con.execute(f'SELECT count(*) FROM "{table}" WHERE batch_id = ?', [batch_id]).fetchone()[0]
             title = table.removeprefix("settlement_") or table
-            w = TableWriter(wb, title, cols, total_rows=n_rows, row_limit=row_limit, max_sheets=max_sheets,
-                            export_path=final.with_name(final.stem + f"_{title}.csv"), empty_note="No rows.")
+            w = TableWriter(wb, title, cols, total_rows=n_rows, row_limit=min(row_limit, detail_rows + 1),
+                            max_sheets=1, export_path=final.with_name(final.stem + f"_{title}.csv"),
+                            empty_note="No rows.")
             writers.append(w)
             cur = con.execute(f'SELECT {names} FROM "{table}" WHERE batch_id = ? ORDER BY ALL', [batch_id])
             while chunk := cur.fetchmany(10_000):
