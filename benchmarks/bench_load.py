@@ -104,14 +104,9 @@ def table(results: list[dict], command: str, load: tuple) -> str:
 
 
 def write_results(text: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    body = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip("\n") + "\n\n## Loading\n\n" + block + "\n"
-    path.write_text(body, encoding="utf-8")
+    from benchmarks._common import write_section
+
+    write_section(text, BEGIN, END, "Loading")
 
 
 def main(argv: list[str] | None = None) -> int:
