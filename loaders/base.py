@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import zipfile
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -185,6 +186,23 @@ def mask_numbers(text: str | None, min_len: int = 12) -> str | None:
     if _LONG_DIGITS is None:
         _LONG_DIGITS = re.compile(r"\d{%d,}" % min_len)
     return _LONG_DIGITS.sub(lambda m: mask_card(m.group(0)) or "", text)
+
+
+def zip_entry_name(info: zipfile.ZipInfo) -> str:
+    """A ZIP entry's real name: the UTF-8 flag honoured; otherwise UTF-8 if valid, else GB18030 (GBK, what
+    Chinese channels' tools write, Alipay among them), else CP437 as read."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        raw = info.filename.encode("cp437")
+    except UnicodeEncodeError:
+        return info.filename
+    for enc in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return info.filename
 
 
 def read_bytes(path: Path) -> bytes:

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from loaders.base import MONEY, FileError, Quarantined, norm_header
+from loaders.base import MONEY, FileError, Quarantined, norm_header, zip_entry_name
 from recon.money import MoneyError, parse_amount
 
 ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, NotImplementedError, struct.error)
@@ -66,19 +66,6 @@ def with_encoding_retry(parse: Callable[[Path, dict[str, Any]], Any]) -> Callabl
 
 
 # ------------------------------------------------------------------ sources
-def zip_name(info: zipfile.ZipInfo) -> str:
-    """An entry name as the channel meant it: UTF-8 when flagged, else GBK (Alipay), else CP437."""
-    if info.flag_bits & 0x800:
-        return info.filename
-    raw = info.filename.encode("cp437")
-    for enc in ("utf-8", "gb18030"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    return info.filename
-
-
 def is_zip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(4) == b"PK\x03\x04"
@@ -87,7 +74,7 @@ def is_zip(path: Path) -> bool:
 def zip_members(path: Path) -> list[tuple[str, zipfile.ZipInfo]]:
     try:
         with zipfile.ZipFile(path) as zf:
-            return [(zip_name(i), i) for i in zf.infolist() if not i.is_dir()]
+            return [(zip_entry_name(i), i) for i in zf.infolist() if not i.is_dir()]
     except ARCHIVE_ERRORS as exc:
         raise FileError(path, f"corrupt ZIP: {exc}") from None
 
