@@ -32,14 +32,16 @@ import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from loaders.base import MONEY, FileError, Quarantined, norm_header, zip_entry_name
+from loaders.base import (
+    MONEY, SCHEMAS, FileError, FooterCheck, ParsedFile, Quarantined, norm_header, zip_entry_name,
+)
 from recon.money import MoneyError, parse_amount
 
 ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, NotImplementedError, struct.error)
@@ -865,10 +867,21 @@ def cols_for(reader: Reader, index: dict[str, int], *names: str) -> None:
     reader.include = wanted
 
 
+def need_columns(reader: Reader, index: dict[str, int], names: Iterable[str]) -> None:
+    """A FileError on the header line when the header lacks one of ``names``."""
+    for name in names:
+        if norm_header(name) not in index:
+            raise FileError(reader.source.label, f"header has no column {name!r}", line_no=reader.header_line)
+
+
+def no_rows(path: Path, fmt: str, kind: str, reason: str, **fields: Any) -> ParsedFile:
+    """The result for a file without rows (a day without a statement): empty table, nothing to check."""
+    return ParsedFile(path, fmt, kind, SCHEMAS[kind].empty_table(), empty_day=True,
+                      footer=FooterCheck(True, reason, 0, Decimal("0.00"), 0, Decimal("0.00")), **fields)
+
+
 def footer_check(checks: list[tuple[str, Any, Any]], quarantined: int = 0):
     """A FooterCheck from (name, declared, parsed) triples; the first amount is the headline figure."""
-    from loaders.base import FooterCheck
-
     checks = [c for c in checks if c[1] is not None]
     if not checks:
         return FooterCheck(None, "file has no totals to check")

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from loaders.base import FUNDS_SCHEMA, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
     Batch, Collector, Cols, Errors, Reader, Source, as_bool, cols_for, const, decimal_of, drive, each_batch,
-    footer_check, is_zip, map_values, msum, neg, sub, to_money, to_time, with_encoding_retry, zeros, zip_members,
+    footer_check, is_zip, map_values, msum, need_columns, neg, no_rows, sub, to_money, to_time, with_encoding_retry,
+    zeros, zip_members,
 )
 
 PERIOD = re.compile(r"起始日期[:：]\s*\[(\d{4})年(\d{1,2})月(\d{1,2})日\s*([\d:]*)\].*?"
@@ -71,6 +72,14 @@ def _find_header(line_no: int, text: str) -> str:
 
 def _reader(src: Source, opts: dict[str, Any]) -> Reader:
     return Reader(src, encoding=opts.get("encoding"), quote=False, find_header=_find_header)
+
+
+def _open(path: Path, opts: dict[str, Any], detail: str
+          ) -> tuple[Source, Source | None, Reader, tuple[date, date] | None]:
+    """The detail and 汇总 sources, the detail's reader and the period its ``#`` lines state."""
+    src, summary_src = _sources(path, detail)
+    rd = _reader(src, opts)
+    return src, summary_src, rd, period_of([t for _, t in rd.prefix if t.startswith("#")])
 
 
 def _split_extras(rd: Reader, out: Collector) -> list[str]:
@@ -131,18 +140,12 @@ def _detect_funds(head: bytes) -> bool:
 @with_encoding_retry
 def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Alipay trade bill (业务明细), CSV or ZIP."""
-    src, summary_src = _sources(path, "业务明细")
-    rd = _reader(src, opts)
-    comments = [t for _, t in rd.prefix if t.startswith("#")]
-    period = period_of(comments)
+    src, summary_src, rd, period = _open(path, opts, "业务明细")
     if rd.empty or rd.header is None:
-        return ParsedFile(path, "alipay_trade", "trade", TRADE_SCHEMA.empty_table(), empty_day=True, period=period,
-                          footer=FooterCheck(True, "header-only file: no trades", 0, Decimal("0.00"), 0,
-                                             Decimal("0.00")), meta={"entry": src.member_name})
+        return no_rows(path, "alipay_trade", "trade", "header-only file: no trades", period=period,
+                       meta={"entry": src.member_name})
     index = rd.header_map(lambda h: h.strip(CLEAN))
-    for name in ("支付宝交易号", "业务类型", "订单金额(元)", "商家实收(元)"):
-        if norm_header(name) not in index:
-            raise FileError(src.label, f"header has no column {name!r}", line_no=rd.header_line)
+    need_columns(rd, index, ("支付宝交易号", "业务类型", "订单金额(元)", "商家实收(元)"))
     cols_for(rd, index, "支付宝交易号", "商户订单号", "业务类型", "商品名称", "创建时间", "完成时间", "订单金额(元)",
              "商家实收(元)", "服务费(元)", "服务费", "手续费(元)", "手续费", "退款批次号/请求号", "商户ID", "实收净额(元)",
              "实收净额")
@@ -266,18 +269,11 @@ def _trade_footer(comments: list[str], sums: dict, quarantined: int, summary: di
 @with_encoding_retry
 def parse_funds(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Alipay fund bill (账务明细), CSV or ZIP."""
-    src, summary_src = _sources(path, "账务明细")
-    rd = _reader(src, opts)
-    comments = [t for _, t in rd.prefix if t.startswith("#")]
-    period = period_of(comments)
+    src, summary_src, rd, period = _open(path, opts, "账务明细")
     if rd.empty or rd.header is None:
-        return ParsedFile(path, "alipay_funds", "funds", FUNDS_SCHEMA.empty_table(), empty_day=True, period=period,
-                          footer=FooterCheck(True, "header-only file: no movements", 0, Decimal("0.00"), 0,
-                                             Decimal("0.00")))
+        return no_rows(path, "alipay_funds", "funds", "header-only file: no movements", period=period)
     index = rd.header_map(lambda h: h.strip(CLEAN))
-    for name in ("账务流水号", "发生时间", "收入金额(+元)", "支出金额(-元)"):
-        if norm_header(name) not in index:
-            raise FileError(src.label, f"header has no column {name!r}", line_no=rd.header_line)
+    need_columns(rd, index, ("账务流水号", "发生时间", "收入金额(+元)", "支出金额(-元)"))
     cols_for(rd, index, "账务流水号", "业务流水号", "商户订单号", "发生时间", "收入金额(+元)", "支出金额(-元)", "业务类型", "备注")
     out = Collector(FUNDS_SCHEMA, src)
     sums = {"in": [0, Decimal("0.00")], "out": [0, Decimal("0.00")]}

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from loaders.base import BANK_SCHEMA, FileError, FooterCheck, ParsedFile, mask_numbers, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, as_bool, batch_columns, drive, msum, source_for, to_money, to_time,
+    Batch, Collector, Cols, Errors, Reader, as_bool, batch_columns, drive, msum, no_rows, source_for, to_money, to_time,
     with_encoding_retry,
 )
 
@@ -268,9 +268,7 @@ def parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
         if any(t.strip() for _, t in rd.prefix):
             raise FileError(src.label, "no column header (a date and an amount or debit/credit column) found in "
                             f"{len(rd.prefix)} line(s); name the columns in options.columns")
-        return ParsedFile(path, "bank_csv", "bank", BANK_SCHEMA.empty_table(), empty_day=True,
-                          footer=FooterCheck(True, "header-only statement: no movements", 0, Decimal("0.00"), 0,
-                                             Decimal("0.00")))
+        return no_rows(path, "bank_csv", "bank", "header-only statement: no movements")
     rd.allow_multiline = bool(opts.get("allow_multiline_values"))
     idx = _index(rd.header, opts)
     rd.include = sorted(set(idx.values()))

@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loaders.base import TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, norm_header, register
+from loaders.base import TRADE_SCHEMA, FooterCheck, ParsedFile, norm_header, register
 from loaders.formats._tabular import (
-    Batch, Collector, Cols, Errors, Reader, add, as_bool, const, drive, each_batch, footer_check, neg,
-    source_for, sub, to_money, to_time, with_encoding_retry, zeros,
+    Batch, Collector, Cols, Errors, Reader, add, as_bool, const, drive, each_batch, footer_check, need_columns, neg,
+    no_rows, source_for, sub, to_money, to_time, with_encoding_retry, zeros,
 )
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S%z")
@@ -58,9 +58,7 @@ def _reader(path: Path, opts: dict[str, Any], need: tuple[str, ...]) -> tuple[Re
     if rd.empty or rd.header is None:
         return rd, {}
     index = rd.header_map(lambda h: h.strip())
-    for name in need:
-        if norm_header(name) not in index:
-            raise FileError(src.label, f"header has no column {name!r}", line_no=rd.header_line)
+    need_columns(rd, index, need)
     return rd, index
 
 
@@ -69,11 +67,6 @@ def _odd_lines(rd: Reader, out: Collector) -> None:
         if e.text.strip():
             reason = e.reason or f"expected {rd.width} columns, found {len(rd._split(e.text))}"
             out.reject(e.line_no, None, reason, e.text)
-
-
-def _empty(path: Path, fmt: str) -> ParsedFile:
-    return ParsedFile(path, fmt, "trade", TRADE_SCHEMA.empty_table(), empty_day=True,
-                      footer=FooterCheck(True, "header-only report: no rows", 0, Decimal("0.00"), 0, Decimal("0.00")))
 
 
 def _detect_stripe(head: bytes) -> bool:
@@ -93,7 +86,7 @@ def parse_stripe(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Stripe payout reconciliation report (itemized), major units."""
     rd, index = _reader(path, opts, ("currency", "gross", "fee", "net", "reporting_category", "created_utc"))
     if not index:
-        return _empty(path, "stripe_payout")
+        return no_rows(path, "stripe_payout", "trade", "header-only report: no rows")
     order_col = opts.get("order_column", "payment_metadata[order_id]")
     rd.include = sorted(index[norm_header(n)] for n in (
         "balance_transaction_id", "created_utc", "currency", "gross", "fee", "net", "reporting_category", "source_id",
@@ -153,7 +146,7 @@ def parse_adyen(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """Adyen settlement details report (multi-currency, major units)."""
     rd, index = _reader(path, opts, ("Psp Reference", "Type", "Gross Currency", "Net Currency", "Batch Number"))
     if not index:
-        return _empty(path, "adyen_settlement")
+        return no_rows(path, "adyen_settlement", "trade", "header-only report: no rows")
     names = ("Merchant Account", "Psp Reference", "Merchant Reference", "Creation Date", "Type",
              "Modification Reference", "Gross Currency", "Gross Debit (GC)", "Gross Credit (GC)", "Net Currency",
              "Net Debit (NC)", "Net Credit (NC)", "Batch Number") + ADYEN_FEES

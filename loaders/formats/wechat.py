@@ -20,10 +20,12 @@ from loaders.base import (
 )
 from loaders.formats._tabular import (
     Batch, Collector, Cols, Errors, Extra, Reader, as_bool, const, drive, each_batch, footer_check,
-    map_values, msum, neg, extras_batch, cols_for, source_for, sub, to_money, to_time, with_encoding_retry, zeros,
+    map_values, msum, need_columns, neg, no_rows, extras_batch, cols_for, source_for, sub, to_money, to_time,
+    with_encoding_retry, zeros,
 )
 
 NO_STATEMENT = "NO_STATEMENT_EXIST"
+NO_STATEMENT_DAY = "no statement for this day (NO_STATEMENT_EXIST / empty file)"
 TRADE_STATUS = {"SUCCESS": "success", "REFUND": "refunded", "REVOKED": "revoked", "CLOSED": "closed",
                 "PAYERROR": "failed", "NOTPAY": "processing", "USERPAYING": "processing"}
 REFUND_STATUS = {"SUCCESS": "success", "PROCESSING": "processing", "FAIL": "failed", "CHANGE": "failed",
@@ -51,11 +53,6 @@ def _reader(path: Path, opts: dict[str, Any], first: str) -> Reader:
         if not exc.path:
             raise FileError(src.label, str(exc).split(": ", 1)[-1], line_no=exc.line_no) from None
         raise
-
-
-def _empty(path: Path, fmt: str, kind: str, schema, reason: str) -> ParsedFile:
-    return ParsedFile(path, fmt, kind, schema.empty_table(), empty_day=True,
-                      footer=FooterCheck(True, reason, 0, Decimal("0.00"), 0, Decimal("0.00")))
 
 
 def _split_extras(rd: Reader, summary_first: str, out: Collector, lenient: list[Extra]):
@@ -138,13 +135,9 @@ def parse_trade(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """WeChat Pay trade bill (ALL/SUCCESS/REFUND)."""
     rd = _reader(path, opts, "交易时间")
     if rd.empty or rd.header is None:
-        return _empty(path, "wechat_trade", "trade", TRADE_SCHEMA,
-                      "no statement for this day (NO_STATEMENT_EXIST / empty file)")
+        return no_rows(path, "wechat_trade", "trade", NO_STATEMENT_DAY)
     index = rd.header_map(lambda h: h.strip("`"))
-    need = ["交易时间", "微信订单号", "商户订单号", "交易状态"]
-    for name in need:
-        if norm_header(name) not in index:
-            raise FileError(rd.source.label, f"header has no column {name!r}", line_no=rd.header_line)
+    need_columns(rd, index, ("交易时间", "微信订单号", "商户订单号", "交易状态"))
     if norm_header("应结订单金额") not in index and norm_header("订单金额") not in index:
         raise FileError(rd.source.label, "header has neither 应结订单金额 nor 订单金额", line_no=rd.header_line)
     refund_layout = norm_header("退款申请时间") in index
@@ -253,12 +246,9 @@ def parse_fundflow(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """WeChat Pay fund-flow bill (BASIC/OPERATION/FEES)."""
     rd = _reader(path, opts, "记账时间")
     if rd.empty or rd.header is None:
-        return _empty(path, "wechat_fundflow", "funds", FUNDS_SCHEMA,
-                      "no statement for this day (NO_STATEMENT_EXIST / empty file)")
+        return no_rows(path, "wechat_fundflow", "funds", NO_STATEMENT_DAY)
     index = rd.header_map(lambda h: h.strip("`"))
-    for name in ("记账时间", "微信支付业务单号", "资金流水单号", "收支类型", "收支金额(元)"):
-        if norm_header(name) not in index:
-            raise FileError(rd.source.label, f"header has no column {name!r}", line_no=rd.header_line)
+    need_columns(rd, index, ("记账时间", "微信支付业务单号", "资金流水单号", "收支类型", "收支金额(元)"))
     cols_for(rd, index, "记账时间", "微信支付业务单号", "资金流水单号", "收支类型", "收支金额(元)", "业务凭证号", "业务类型", "备注")
     out = Collector(FUNDS_SCHEMA, rd.source)
     sums = {"in": [0, Decimal("0.00")], "out": [0, Decimal("0.00")]}
