@@ -88,3 +88,12 @@ def test_check_file_on_the_unionpay_sample():
     report = check_file(REAL / "unionpay/802310048993424_20150905.zip")
     assert report["format"] == "unionpay_zm" and report["rows"] == 8 and report["footer_ok"] is True
     assert report["totals"] == {"CNY": {"gross": "13227.00", "fees": "79.36", "net": "13147.64"}}
+
+
+def test_a_bank_title_line_past_the_csv_field_limit_is_a_file_error(tmp_path):
+    from loaders.base import FORMATS, FileError
+
+    path = tmp_path / "bank.csv"
+    path.write_text('"' + "x" * 200_000 + '"\n日期,金额\n2026-06-05,1.00\n', encoding="utf-8")
+    with pytest.raises(FileError, match=r"bank.csv, line 1: unreadable title line"):
+        FORMATS["bank_csv"].parse(path, {})

@@ -24,6 +24,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from loaders.base import zip_entry_name
 from loaders.fetch.base import FetchError
 from loaders.fetch.landing import safe_name
 
@@ -78,22 +79,6 @@ def gunzip(src: Path, out_dir: Path, name: str, max_bytes: int, what: str) -> Pa
     return dst
 
 
-def entry_name(info: zipfile.ZipInfo) -> str:
-    """The entry's real name: UTF-8 flag honoured; otherwise UTF-8 if valid, else GB18030 (GBK), else CP437."""
-    if info.flag_bits & 0x800:
-        return info.filename
-    try:
-        raw = info.filename.encode("cp437")
-    except UnicodeEncodeError:
-        return info.filename
-    for enc in ("utf-8", "gb18030"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-    return info.filename
-
-
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -121,7 +106,7 @@ def unzip(src: Path, out_dir: Path, *, max_bytes: int, max_entries: int, member_
         if len(infos) > max_entries:
             raise FetchError(f"{what}: ZIP has {len(infos)} entries, more than max_archive_entries "
                              f"{max_entries}; refusing (zip bomb?)")
-        names = [(info, entry_name(info)) for info in infos]
+        names = [(info, zip_entry_name(info)) for info in infos]
         for info, name in names:                       # check everything before writing anything
             check_entry(name, info, what)
         declared = sum(i.file_size for i in infos)

@@ -259,7 +259,10 @@ def parse_csv(path: Path, opts: dict[str, Any]) -> ParsedFile:
 
     def find(line_no: int, text: str) -> str:
         import csv as _csv
-        fields = next(_csv.reader([text], delimiter=delimiter), [])
+        try:
+            fields = next(_csv.reader([text], delimiter=delimiter), [])
+        except _csv.Error as exc:                 # e.g. a title line past the csv module's field limit
+            raise FileError(src.label, f"unreadable title line: {exc}", line_no=line_no) from None
         return "header" if _is_header(fields, opts) else "skip"
 
     rd = Reader(src, encoding=opts.get("encoding"), delimiter=delimiter, quote=True, find_header=find,
