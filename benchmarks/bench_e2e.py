@@ -292,7 +292,8 @@ def bench_size(n: int, workdir: Path, with_pandas: bool = True, datacompy: bool 
     res["pipeline"] = run_pipeline(world, channels, workdir, report)
     res["report_stage"] = report
     pl = res["pipeline"]
-    log(f"[e2e] pipeline: {pl['wall']:.1f} s wall, stages {json.dumps({k: round(v, 1) for k, v in pl['seconds'].items()})}, "
+    stages = json.dumps({k: round(v, 1) for k, v in pl["seconds"].items()})
+    log(f"[e2e] pipeline: {pl['wall']:.1f} s wall, stages {stages}, "
         f"peak RSS {pl['peak_rss'] / 2**30:.2f} GiB")
     if with_pandas:
         try:

@@ -78,7 +78,8 @@ def table(results: list[dict], command: str) -> str:
             from benchmarks.bench_e2e import agree
             dc = pd_.get("datacompy")
             lines.append(
-                f"| {r['orders']:,} | {pl['wall']:.1f} / {pcpu:.1f} s | {pd_['wall']:.1f} / {pd_['cpu_tree']:.1f} s | "
+                f"| {r['orders']:,}{'' if r.get('report_stage', True) else ' (no report)'} | "
+                f"{pl['wall']:.1f} / {pcpu:.1f} s | {pd_['wall']:.1f} / {pd_['cpu_tree']:.1f} s | "
                 f"{pd_['wall'] / pl['wall']:.2f}×, {pd_['cpu_tree'] / pcpu:.2f}× | {pd_['peak_rss'] / GiB:.2f} GiB | "
                 + (f"{dc['seconds']:.1f} s on {dc['rows']:,} rows" if dc else "—")
                 + f" | {floor} | {'yes' if agree(pl, pd_) else 'NO'} |")
@@ -87,10 +88,16 @@ def table(results: list[dict], command: str) -> str:
                          f"{pd_.get('error', 'not run')[:80]} | | | | {floor} | |")
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        ca = a["pipeline"].get("cpu_tree") or 1
-        cb = b["pipeline"].get("cpu_tree") or 1
-        lines += ["", f"Growth: {b['orders'] / a['orders']:.0f}× the orders cost "
-                      f"{b['pipeline']['wall'] / a['pipeline']['wall']:.1f}× the wall time and {cb / ca:.1f}× the CPU."]
+        core = ("fetch_day", "parse_fetched", "load_file", "load_platform", "reconcile_day", "settle_day")
+
+        def core_cpu(r: dict) -> float:
+            return sum(r["pipeline"].get("profile", {}).get(k, {}).get("cpu", 0.0) for k in core)
+
+        ratios = ", ".join(f"`{k}` {b['pipeline']['profile'][k]['cpu'] / a['pipeline']['profile'][k]['cpu']:.1f}×"
+                           for k in core if k in a["pipeline"].get("profile", {}) and k in b["pipeline"].get(
+                               "profile", {}) and a["pipeline"]["profile"][k]["cpu"] > 0)
+        lines += ["", f"Growth: {b['orders'] / a['orders']:.0f}× the orders cost {core_cpu(b) / core_cpu(a):.1f}× "
+                      f"the CPU of fetch → settle ({ratios})."]
     excl = results[0].get("excluded") or {}
     lines += ["", "Channels: " + ", ".join(results[0]["channels"])
               + ("" if not excl else "; left out (their format cannot read the generated files yet): "
@@ -98,8 +105,8 @@ def table(results: list[dict], command: str) -> str:
     for r in results:
         pl, pd_ = r["pipeline"], r.get("pandas") or {}
         lines += ["", f"Breaks found at {r['orders']:,} orders: pipeline {json.dumps(pl['breaks'], sort_keys=True)}"
-                  + (f"; pandas {json.dumps({k: v for k, v in pd_['breaks'].items() if k != 'matched'}, sort_keys=True)}"
-                     if 'breaks' in pd_ else "")]
+                  + ("; pandas " + json.dumps({k: v for k, v in pd_['breaks'].items() if k != 'matched'},
+                                              sort_keys=True) if 'breaks' in pd_ else "")]
         if pd_.get("seconds"):
             lines.append("pandas stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in pd_["seconds"].items()))
         if r.get("generate_seconds"):

@@ -26,13 +26,16 @@ def config_dict(spec) -> dict:
                   "source": folder("channels/wechat/fundflowbill_basic_{yyyymmdd}.csv")}]},
             {"name": "alipay", "currency": "CNY", "day_cut": "00:00", "fee_rate": "0.006", "quarantine_policy": "fail",
              "statements": [
-                 {"kind": "trade", "format": "alipay_trade", "source": folder("channels/alipay/*_{yyyymmdd}.csv.zip")}]},
+                 {"kind": "trade", "format": "alipay_trade",
+                  "source": folder("channels/alipay/*_{yyyymmdd}.csv.zip")}]},
             # UnionPay clears 23:00 to 23:00 in reality; the generated files cut at midnight like the others.
-            {"name": "unionpay", "currency": "CNY", "day_cut": "00:00", "fee_rate": "0.005", "quarantine_policy": "fail",
+            {"name": "unionpay", "currency": "CNY", "day_cut": "00:00", "fee_rate": "0.005",
+             "quarantine_policy": "fail",
              "statements": [
                  {"kind": "trade", "format": "unionpay_zm", "source": folder("channels/unionpay/*_{yyyymmdd}.zip")}]},
             {"name": "bank", "currency": "CNY", "statements": [
-                {"kind": "bank", "format": "bank_csv", "source": folder("channels/bank/bank_statement_{yyyymmdd}.csv")}]},
+                {"kind": "bank", "format": "bank_csv",
+                 "source": folder("channels/bank/bank_statement_{yyyymmdd}.csv")}]},
         ],
         "internal_source": {"url": "sqlite:///platform.db"},
         "merchants": [

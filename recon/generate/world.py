@@ -16,10 +16,10 @@ funds compared per reference, net in − out):
 ==================== ======================================================= =====================================
 code / type          what the generator does                                 discrepancy rows expected
 ==================== ======================================================= =====================================
-missing_in_channel   the channel never lists the order (nor moves its money) info missing_in_channel (+ wechat funds short)
-missing_in_platform  the platform has no record of the order                  info missing_in_platform (+ wechat funds long)
-status_mismatch      the platform still says pending, the channel success    info status_mismatch (+ wechat funds long)
-amount_mismatch      the channel's amount is off by 0.01..4.99               info amount_mismatch (+ wechat funds long/short)
+missing_in_channel   the channel never lists the order (nor moves its money) info missing_in_channel (+ funds short*)
+missing_in_platform  the platform has no record of the order                  info missing_in_platform (+ funds long*)
+status_mismatch      the platform still says pending, the channel success    info status_mismatch (+ funds long*)
+amount_mismatch      the channel's amount is off by 0.01..4.99               info amount_mismatch (+ funds long/short*)
 fee_mismatch         the channel charges 0.01..0.05 more than the contract    info fee_mismatch
 currency_mismatch    the channel lists it in HKD (WeChat only: the others     info currency_mismatch
                      print no currency)
@@ -34,7 +34,8 @@ restated             the first WeChat trade bill of one day lacks the order;  mi
 
 Ordinary orders keep 5 minutes away from midnight, so only the day-cut cases
 are at the cut-off. Refunds (``refund_rate`` of WeChat and Alipay orders,
-partial, same day, the fee given back pro rata) are clean. UnionPay carries payments only (its refund records are not generated).
+partial, same day, the fee given back pro rata) are clean. UnionPay carries payments only
+(its refund records are not generated). * funds rows: WeChat only (the channel with a fund-flow bill).
 The bank statement of day D holds one lump-sum credit per channel: the net of
 that channel's statement of D − 1 (T+1): exactly what the batch check expects,
 so settlement-level (bank) breaks are not injected.
