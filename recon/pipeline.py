@@ -24,7 +24,7 @@ from typing import Callable
 
 import duckdb
 
-from loaders.base import ParsedFile
+from loaders.base import Quarantined
 from loaders.fetch import FetchedFile, NotYetAvailable, fetch_statement
 from loaders.fetch.landing import Landing
 from loaders.internal import load_platform
@@ -131,11 +131,11 @@ def _record_run(con, run_id: str, d: date, cfg: Config, status: str, stage: str 
                                          json.dumps(summary, default=str) if summary else None, run_id])
 
 
-def _keep_quarantine(con, parsed: list[tuple[FetchedFile, ParsedFile]], d: date) -> None:
+def _keep_quarantine(con, rejected: list[tuple[FetchedFile, list[Quarantined]]], d: date) -> None:
     """After a rollback, keep what could not be loaded: nothing is lost without a trace."""
     now = datetime.now(timezone.utc)
     rows = [[d, f.channel, f.sha256, str(f.path), q.line_no, q.field, q.reason, q.raw_text, now]
-            for f, p in parsed for q in p.quarantine]
+            for f, qs in rejected for q in qs]
     if rows:
         with transaction(con):
             con.execute("DELETE FROM quarantine WHERE business_date = ? AND file_id IN (SELECT unnest(?))",
@@ -152,18 +152,20 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
     result = DayResult(business_date, uuid.uuid4().hex[:12])
     own = con is None
     con = con or open_warehouse(cfg)
-    parsed: list[tuple[FetchedFile, ParsedFile]] = []
+    rejected: list[tuple[FetchedFile, list[Quarantined]]] = []
     stage = "load"
     try:
         _record_run(con, result.run_id, business_date, cfg, "running", stage)
         t0 = time.perf_counter()
-        for f in files:
-            st = next(s for s in cfg.channel(f.channel).statements if s.kind == f.kind and s.format == f.format)
-            parsed.append((f, parse_fetched(f, {"currency": cfg.channel(f.channel).currency, "kind": st.kind,
-                                                **st.options})))
         with transaction(con):
-            for f, p in parsed:
-                res = load_file(con, f, p, business_date, cfg.channel(f.channel).quarantine_policy, result.run_id)
+            for f in files:
+                # One file at a time: its parsed rows are freed once loaded, so memory stays at one file's.
+                channel = cfg.channel(f.channel)
+                st = next(s for s in channel.statements if s.kind == f.kind and s.format == f.format)
+                parsed = parse_fetched(f, {"currency": channel.currency, "kind": st.kind, **st.options})
+                rejected.append((f, parsed.quarantine))
+                res = load_file(con, f, parsed, business_date, channel.quarantine_policy, result.run_id)
+                del parsed
                 result.files.append(res)
                 state = "unchanged, already loaded" if res.skipped else (
                     f"restated (replaces {res.restated[:12]})" if res.restated else "loaded")
@@ -182,7 +184,7 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
             result.seconds["match"] = time.perf_counter() - t0
             stage, t0 = "settle", time.perf_counter()
             summary = settle_day(con, cfg, business_date)
-            result.settlement = asdict(summary) if hasattr(summary, "__dataclass_fields__") else dict(summary)
+            result.settlement = asdict(summary)
             held = ", ".join(f"{c} {a:,.2f}" for c, a in sorted(result.settlement.get("held_amount", {}).items()))
             progress("settle", f"batches {', '.join(result.settlement.get('batch_ids', [])) or 'none'}: "
                                f"{result.settlement.get('settled', 0)} settled, {result.settlement.get('held', 0)} "
@@ -193,7 +195,7 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
         return result
     except BaseException as exc:
         try:
-            _keep_quarantine(con, parsed, business_date)
+            _keep_quarantine(con, rejected, business_date)
             _record_run(con, result.run_id, business_date, cfg, "failed", stage, str(exc)[:2000])
         except Exception:
             pass

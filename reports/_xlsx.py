@@ -189,7 +189,7 @@ class TableWriter:
     def __init__(self, wb: Any, base_title: str, cols: list[Col], *, total_rows: int,
                  row_limit: int = EXCEL_MAX_ROWS, max_sheets: int = 3,
                  export_path: Path | None = None, row_style: Any = None,
-                 empty_note: str | None = None) -> None:
+                 empty_note: str | None = None, capped_note: str | None = None) -> None:
         if row_limit < 3:
             raise ValueError("row_limit must leave room for a header, a row and a note")
         self.wb, self.base, self.cols = wb, base_title, cols
@@ -210,7 +210,9 @@ class TableWriter:
         self._csv_tmp: Path | None = None
         self._csv_file: Any = None
         self._csv: Any = None
-        if self.capped:
+        # Capped with a note that points elsewhere (rows already written in full by another output).
+        self.capped_note = capped_note if self.capped and export_path is None else None
+        if self.capped and self.capped_note is None:
             if export_path is None:
                 raise ValueError(f"{base_title}: {total_rows} rows exceed the sheets and no export path was given")
             self._csv_tmp = atomic_path(export_path)
@@ -265,11 +267,13 @@ class TableWriter:
     def close(self) -> None:
         ws = self.sheets[-1]
         if self.capped:
-            note = (f"Only the first {self.written:,} of {self.total_rows:,} rows are shown in this workbook; "
-                    f"the full list is in {self.export_path.name} beside it.")
+            shown = f"Only the first {self.written:,} of {self.total_rows:,} rows are shown in this workbook; "
+            note = shown + (self.capped_note or f"the full list is in {self.export_path.name} beside it.")
             # Close the filter over the data rows first, then add the note below them.
             self._close_sheet()
             ws.append([text_cell(ws, note, font=NOTE_FONT)])
+            if self._csv_file is None:
+                return
             self._csv_file.close()
             os.replace(self._csv_tmp, self.export_path)
             self._csv = None

@@ -493,9 +493,13 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                               else f'"{n}"' for n, t in cols_meta)
             n_rows = con.execute(f'SELECT count(*) FROM "{table}" WHERE batch_id = ?', [batch_id]).fetchone()[0]
             title = table.removeprefix("settlement_") or table
+            # Every item is in the merchant statements (settlement.payout): no second full export of them.
+            items = table == "settlement_items"
             w = TableWriter(wb, title, cols, total_rows=n_rows, row_limit=min(row_limit, detail_rows + 1),
-                            max_sheets=1, export_path=final.with_name(final.stem + f"_{title}.csv"),
-                            empty_note="No rows.")
+                            max_sheets=1, export_path=None if items else final.with_name(f"{final.stem}_{title}.csv"),
+                            empty_note="No rows.",
+                            capped_note=f"every transaction, fee and deduction is in the merchant statements "
+                                        f"{batch_id}_statement_<merchant>.csv beside it." if items else None)
             writers.append(w)
             cur = con.execute(f'SELECT {names} FROM "{table}" WHERE batch_id = ? ORDER BY ALL', [batch_id])
             while chunk := cur.fetchmany(10_000):
