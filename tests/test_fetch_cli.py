@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from loaders.fetch import fetch_statement
-from loaders.fetch.archive import entry_name
+from loaders.base import zip_entry_name as entry_name
 from loaders.fetch.credentials import airflow_connection, parse_connection_uri
 from loaders.fetch.landing import Landing, safe_name
 from loaders.fetch.retry import backoff_delay, with_retries
