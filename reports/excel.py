@@ -391,7 +391,7 @@ def _kind_of(name: str, data_type: str) -> str:
     return "text"
 
 
-SETTLEMENT_DETAIL_ROWS = 50_000
+SETTLEMENT_DETAIL_ROWS = 10_000
 
 
 def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: str, out_dir: Path, *,
@@ -501,7 +501,8 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                             capped_note=f"every transaction, fee and deduction is in the merchant statements "
                                         f"{batch_id}_statement_<merchant>.csv beside it." if items else None)
             writers.append(w)
-            cur = con.execute(f'SELECT {names} FROM "{table}" WHERE batch_id = ? ORDER BY ALL', [batch_id])
+            limit = f" LIMIT {int(detail_rows)}" if items else ""     # nothing beyond the cap is read
+            cur = con.execute(f'SELECT {names} FROM "{table}" WHERE batch_id = ? ORDER BY ALL{limit}', [batch_id])
             while chunk := cur.fetchmany(10_000):
                 for r in chunk:
                     w.append(r)
