@@ -687,3 +687,18 @@ def landing_leftovers(landing: Path) -> list[str]:
             if p.is_file() and p != manifest and str(p) not in listed:
                 out.append(str(p.relative_to(landing)))
     return sorted(out)
+
+
+def manifest(tmp_path) -> list[dict]:
+    """The landing zone's manifest rows under ``tmp_path/landing``."""
+    import json
+
+    m = tmp_path / "landing" / "manifest.jsonl"
+    return [json.loads(x) for x in m.read_text(encoding="utf-8").splitlines()] if m.exists() else []
+
+
+def assert_nothing_landed(tmp_path):
+    """No manifest row, no temporary leftover, no object: a failed fetch left nothing behind."""
+    assert manifest(tmp_path) == []
+    assert landing_leftovers(tmp_path / "landing") == []
+    assert not list((tmp_path / "landing").glob("objects/*/*/*"))

@@ -20,7 +20,8 @@ import pytest
 from loaders.fetch import FetchError, NotYetAvailable, TransientFetchError, fetch_statement
 from loaders.fetch.landing import Landing
 from loaders.fetch.signing import SignRequest
-from tests.servers import HttpServer, Reply, fetch_config, http_server, https_server, landing_leftovers  # noqa: F401
+from tests.servers import (HttpServer, Reply, assert_nothing_landed, fetch_config, http_server,  # noqa: F401
+                           https_server, landing_leftovers, manifest)
 
 D = date(2026, 6, 5)
 CSV = "交易时间,公众账号ID,商户号,总金额\n`2026-06-05 10:00:00,`wx1,`1900000001,`100.00\n".encode("utf-8")
@@ -38,17 +39,6 @@ def run(tmp_path, source, sleeps=None):
     cfg = fetch_config(tmp_path, source, channel="wechat", kind="trade", fmt="wechat")
     ch = cfg.channels[0]
     return fetch_statement(cfg, ch, ch.statements[0], D, sleep=(sleeps.append if sleeps is not None else None))
-
-
-def manifest(tmp_path) -> list[dict]:
-    m = tmp_path / "landing" / "manifest.jsonl"
-    return [json.loads(x) for x in m.read_text(encoding="utf-8").splitlines()] if m.exists() else []
-
-
-def assert_nothing_landed(tmp_path):
-    assert manifest(tmp_path) == []
-    assert landing_leftovers(tmp_path / "landing") == []
-    assert not list((tmp_path / "landing").glob("objects/*/*/*"))
 
 
 def gz(data: bytes) -> bytes:

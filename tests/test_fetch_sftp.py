@@ -19,7 +19,9 @@ from tests.servers import (  # noqa: F401 (fixtures)
     ed25519_keypair,
     fault_proxy_factory,
     fetch_config,
+    assert_nothing_landed,
     landing_leftovers,
+    manifest,
     paramiko_sftp_server,
     sftp_server,
     sftp_source,
@@ -41,17 +43,6 @@ def run(tmp_path, source, sleeps=None, **cfg_kw):
     cfg = fetch_config(tmp_path, source, **cfg_kw)
     ch = cfg.channels[0]
     return fetch_statement(cfg, ch, ch.statements[0], D, sleep=(sleeps.append if sleeps is not None else None))
-
-
-def manifest(tmp_path) -> list[dict]:
-    m = tmp_path / "landing" / "manifest.jsonl"
-    return [json.loads(x) for x in m.read_text(encoding="utf-8").splitlines()] if m.exists() else []
-
-
-def assert_nothing_landed(tmp_path):
-    assert manifest(tmp_path) == []
-    assert landing_leftovers(tmp_path / "landing") == []
-    assert not list((tmp_path / "landing").glob("objects/*/*/*"))
 
 
 def test_server_kind_is_reported(sftp_server, record_property):

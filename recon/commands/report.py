@@ -9,22 +9,14 @@ import duckdb
 
 from recon.config import load_config
 from recon.errors import UserError
+from recon.commands.run import parse_date
 from recon.warehouse import WarehouseError, connect
-
-
-def _date(text: str) -> date:
-    import argparse
-
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="regenerate the Excel reports of a business date from the warehouse")
     p.add_argument("--config", required=True, help="the YAML config file")
-    p.add_argument("--date", required=True, type=_date, help="business date, YYYY-MM-DD")
+    p.add_argument("--date", required=True, type=parse_date, help="business date, YYYY-MM-DD")
     p.add_argument("--out", help="output folder (default <output_dir>/reports/<date>, where the run writes them)")
     p.add_argument("--batch", action="append", default=None,
                    help="settlement batch id (repeatable; default: the batches holding the date's trades)")
