@@ -9,6 +9,7 @@ half a workbook. Layout and the re-import contract: ``reports/README.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from datetime import date, datetime, timezone
@@ -148,6 +149,27 @@ def _q(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list
     return con.execute(sql, params).fetchall()
 
 
+@contextlib.contextmanager
+def _atomic_workbook(final: Path):
+    """A write-only workbook saved to a temporary name and renamed over ``final`` only if all went well.
+
+    Yields ``(workbook, writers)``; the block appends its TableWriters to ``writers`` so that a failure
+    also removes their half-written CSV exports.
+    """
+    tmp = atomic_path(final)
+    writers: list[TableWriter] = []
+    try:
+        wb = Workbook(write_only=True)
+        yield wb, writers
+        wb.save(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_date: date, out_dir: Path, *,
                              row_limit: int = EXCEL_MAX_ROWS, max_sheets_per_type: int = 3) -> Path:
     """Write the day's reconciliation workbook from the warehouse; returns its path.
@@ -160,11 +182,8 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = report_path(out_dir, business_date)
-    tmp = atomic_path(final)
     p = {"d": business_date}
-    writers: list[TableWriter] = []
-    try:
-        wb = Workbook(write_only=True)
+    with _atomic_workbook(final) as (wb, writers):
         summary = wb.create_sheet("Summary")
         type_counts = dict(_q(con, "SELECT type, count(*) FROM discrepancies WHERE business_date = $d GROUP BY type", p))
         types = list(DISCREPANCY_TYPES) + sorted(t for t in type_counts if t not in DISCREPANCY_TYPES)
@@ -224,13 +243,6 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
         qw.close()
 
         _write_summary(con, cfg, summary, business_date, overflow)
-        wb.save(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        for w in writers:
-            w.abort()
-        tmp.unlink(missing_ok=True)
-        raise
     return final
 
 
@@ -418,12 +430,9 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
     if batch is None:
         raise LookupError(f"no settlement batch {batch_id!r} in the warehouse")
     final = settlement_report_path(out_dir, batch_id)
-    tmp = atomic_path(final)
     merchants = {m.id: m for m in (getattr(cfg, "merchants", ()) or ())}
     p = {"b": batch_id}
-    writers: list[TableWriter] = []
-    try:
-        wb = Workbook(write_only=True)
+    with _atomic_workbook(final) as (wb, writers):
         ws = wb.create_sheet("Batch")
         set_widths(ws, [22, 20, 14, 16, 16, 16, 16, 16, 16, 18, 16])
         blk = _Block(ws)
@@ -507,13 +516,6 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                 for r in chunk:
                     w.append(r)
             w.close()
-        wb.save(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        for w in writers:
-            w.abort()
-        tmp.unlink(missing_ok=True)
-        raise
     return final
 
 
