@@ -12,15 +12,12 @@ line and field where there is one).
 """
 from __future__ import annotations
 
-import codecs
-import gzip
-import io
 import zipfile
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -205,36 +202,6 @@ def zip_entry_name(info: zipfile.ZipInfo) -> str:
     return info.filename
 
 
-def read_bytes(path: Path) -> bytes:
-    data = Path(path).read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise FileError(path, f"corrupt gzip: {exc}") from None
-    return data
-
-
-def decode(path: Path, data: bytes, encoding: str | None = None) -> str:
-    """UTF-8 (with or without BOM) or GBK; an explicit encoding wins."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    encodings = [encoding] if encoding else ["utf-8", "gb18030"]
-    for enc in encodings:
-        try:
-            return data.decode(enc)
-        except UnicodeDecodeError as exc:
-            last = exc
-            continue
-    line = data[: last.start].count(b"\n") + 1
-    raise FileError(path, f"cannot decode as {' or '.join(encodings)}: byte {last.start}", line_no=line)
-
-
-def lines_of(text: str) -> list[str]:
-    """Split on CRLF or LF, keeping no line terminators."""
-    return text.splitlines()
-
-
 def money(value: str, fieldname: str, *, blank_is_zero: bool = False) -> Decimal:
     if blank_is_zero and not value.strip():
         return Decimal("0.00")
@@ -242,28 +209,6 @@ def money(value: str, fieldname: str, *, blank_is_zero: bool = False) -> Decimal
         return parse_amount(value)
     except (MoneyError, ArithmeticError) as exc:  # parse_amount('1e999') raises InvalidOperation
         raise RowError(fieldname, str(exc)) from None
-
-
-class HeaderMap:
-    """Look up values by (normalised) header name, accepting several spellings."""
-
-    def __init__(self, path: Path, header: list[str], line_no: int):
-        self.path, self.line_no = path, line_no
-        self.index = {norm_header(h): i for i, h in enumerate(header) if h.strip()}
-        self.width = len(header)
-
-    def find(self, *names: str) -> int | None:
-        for n in names:
-            i = self.index.get(norm_header(n))
-            if i is not None:
-                return i
-        return None
-
-    def need(self, *names: str) -> int:
-        i = self.find(*names)
-        if i is None:
-            raise FileError(self.path, f"header has no column {names[0]!r}", line_no=self.line_no)
-        return i
 
 
 class RowBuilder:
@@ -297,18 +242,3 @@ class RowBuilder:
 
     def __len__(self) -> int:
         return len(self.cols["line_no"])
-
-
-def sum_column(table: pa.Table, name: str, where: Callable[[dict], bool] | None = None) -> Decimal:
-    total = Decimal("0.00")
-    for value in table.column(name).to_pylist():
-        if value is not None:
-            total += value
-    return total
-
-
-def iter_csv(lines: Iterable[tuple[int, str]], delimiter: str = ",") -> Iterator[tuple[int, str, list[str]]]:
-    import csv
-    for line_no, raw in lines:
-        fields = next(csv.reader(io.StringIO(raw), delimiter=delimiter), [])
-        yield line_no, raw, fields

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 
 import duckdb
 import pyarrow as pa

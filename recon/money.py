@@ -1,27 +1,26 @@
-"""Exact money: parsing, rounding and formatting with ``decimal.Decimal``.
+"""Exact money: parsing and formatting with ``decimal.Decimal``.
 
-Every amount in the project is a ``Decimal`` in Python and ``DECIMAL(18,2)``
-(``MONEY_SQL``) in DuckDB. Nothing passes through a float. Rounding happens
-only in :func:`round_money`, whose mode is explicit (default half-up to the
-fen, the convention of Chinese channels and banks).
+Every amount in the project is a ``Decimal`` in Python and ``DECIMAL(18,2)`` in
+DuckDB. Nothing passes through a float. Amounts are parsed exactly and never
+rounded on the way in (a digit below the fen is an error). The roundings that
+do happen are fee computations, in DuckDB SQL, each named where it is made:
+``round(x, 2)`` (half away from zero = half-up for the positive amounts fees
+are computed on; the contract fee in ``recon.matching_info``, the default
+merchant fee in ``settlement.engine``) or ``round_even(x, 2)`` (banker's, a
+merchant's ``fee_rounding: half_even``).
 """
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
-MONEY_SQL = "DECIMAL(18,2)"
-RATE_SQL = "DECIMAL(12,8)"
 FEN = Decimal("0.01")
-ZERO = Decimal("0.00")
-
-ROUNDING_MODES = {"half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN}
 
 
 class MoneyError(ValueError):
     """A text that is not an exact amount (or has digits below the fen)."""
 
 
-def parse_amount(text: str, *, allow_sub_fen_zeros: bool = True) -> Decimal:
+def parse_amount(text: str) -> Decimal:
     """Parse a statement amount exactly.
 
     Accepts ``1,234.50``, ``-0.01``, ``+3``, full-width digits are not accepted.
@@ -43,19 +42,7 @@ def parse_amount(text: str, *, allow_sub_fen_zeros: bool = True) -> Decimal:
         raise MoneyError(f"amount out of range: {text!r}") from None
     if quantized != value:
         raise MoneyError(f"amount has digits below the fen: {text!r}")
-    if not allow_sub_fen_zeros and value.as_tuple().exponent < -2:
-        raise MoneyError(f"amount has more than two decimals: {text!r}")
     return quantized
-
-
-def fen_to_yuan(fen: int) -> Decimal:
-    """Integer fen (UnionPay, bank files) to yuan, exactly."""
-    return (Decimal(fen) / 100).quantize(FEN)
-
-
-def round_money(value: Decimal, mode: str = "half_up") -> Decimal:
-    """Round to the fen with an explicit, named mode."""
-    return value.quantize(FEN, rounding=ROUNDING_MODES[mode])
 
 
 def fmt(value: Decimal | None) -> str:

@@ -62,21 +62,22 @@ def test_demo_day_finds_exactly_the_seeded_breaks_and_settles_to_the_fen(demo_cf
     assert report.endswith("recon_report_2026-06-05.xlsx")
 
 
+def day_state(con):
+    return (breaks(con), settlement(con),
+            con.execute("SELECT discrepancy_id FROM discrepancies ORDER BY 1").fetchall(),
+            con.execute("SELECT count(*) FROM channel_transactions").fetchall(),
+            con.execute("SELECT count(*) FROM settlement_items").fetchall())
+
+
 def test_running_the_same_day_twice_changes_nothing(demo_cfg):
     run_day(demo_cfg, DEMO_DATE)
     con = connect(demo_cfg.warehouse, read_only=True)
-    first = (breaks(con), settlement(con),
-             con.execute("SELECT discrepancy_id FROM discrepancies ORDER BY 1").fetchall(),
-             con.execute("SELECT count(*) FROM channel_transactions").fetchall(),
-             con.execute("SELECT count(*) FROM settlement_items").fetchall())
+    first = day_state(con)
     con.close()
     run_day(demo_cfg, DEMO_DATE)
     con = connect(demo_cfg.warehouse, read_only=True)
-    second = (breaks(con), settlement(con),
-              con.execute("SELECT discrepancy_id FROM discrepancies ORDER BY 1").fetchall(),
-              con.execute("SELECT count(*) FROM channel_transactions").fetchall(),
-              con.execute("SELECT count(*) FROM settlement_items").fetchall())
-    assert first == second
+    second = day_state(con)
+    assert first == second and first[4] == [(8,)]
     assert con.execute("SELECT count(*), count(DISTINCT status) FROM runs").fetchall() == [(2, 1)]
     con.close()
 

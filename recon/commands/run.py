@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
