@@ -1,9 +1,12 @@
 """The platform's own records, read from its database with SQLAlchemy.
 
-Reading is column-wise: each chunk of rows becomes Arrow arrays converted in C
-(text, exact decimals, timestamps); values of other shapes take the value-by-value
-path with its precise errors. For ``sqlite://`` URLs the DBAPI cursor is used
-directly (SQLAlchemy compiles the query; no row objects are built).
+Reading is column-wise. SQLite files and PostgreSQL are read as Arrow record
+batches through their ADBC drivers (:mod:`loaders.internal_arrow`); other
+databases (MariaDB/MySQL, in-memory SQLite), or a query the ADBC driver cannot
+read, go through the DBAPI cursor, each chunk of rows becoming Arrow arrays
+converted in C. Either way text, exact decimals and timestamps are converted in
+C, and values of other shapes take the value-by-value path with its precise
+errors.
 
 The queries (``InternalSource.queries``) take ``:start`` and ``:end``, the
 business day in the platform time zone as naive local timestamps. Rows are
@@ -26,6 +29,7 @@ import sqlalchemy as sa
 
 from recon.config import Config
 from recon.errors import UserError
+from loaders import internal_arrow
 from recon.warehouse import arrow_view
 
 MONEY = pa.decimal128(18, 2)
@@ -49,10 +53,18 @@ def engine_for(cfg: Config) -> sa.Engine:
         raise InternalSourceError(f"internal source: cannot use database URL: {type(exc).__name__}: {exc}") from None
 
 
+def _as_arrow(values) -> pa.Array:
+    return values if isinstance(values, pa.Array) else pa.array(values)
+
+
+def _pylist(values) -> list:
+    return values.to_pylist() if isinstance(values, pa.Array) else list(values)
+
+
 def _money_array(values, what: str, keys) -> pa.Array:
     """Exact amounts as DECIMAL(18,2). Fast path: one Arrow array of text, integers or decimals, cast in C."""
     try:
-        arr = pa.array(values)
+        arr = _as_arrow(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         arr = None                        # mixed types: value by value below, with the offending key named
     if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_integer(arr.type)
@@ -61,7 +73,7 @@ def _money_array(values, what: str, keys) -> pa.Array:
             return pc.cast(arr, MONEY)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass                          # not exact to the fen (or out of range): the slow path says which
-    return _money_array_slow(list(values), what, list(keys))
+    return _money_array_slow(_pylist(values), what, _pylist(keys))
 
 
 def _money_array_slow(values: list, what: str, keys: list) -> pa.Array:
@@ -80,14 +92,14 @@ def _money_array_slow(values: list, what: str, keys: list) -> pa.Array:
 def _ts_array(values) -> pa.Array:
     """Local timestamps. Fast path: ISO text (SQLite) or naive datetimes, converted in C."""
     try:
-        arr = pa.array(values)
+        arr = _as_arrow(values)
         if pa.types.is_string(arr.type):
             return pc.cast(arr, pa.timestamp("us"))
         if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
             return pc.cast(arr, pa.timestamp("us"))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
         pass
-    return _ts_array_slow(list(values))
+    return _ts_array_slow(_pylist(values))
 
 
 def _ts_array_slow(values: list) -> pa.Array:
@@ -114,12 +126,17 @@ class _Rows:
         return self.cols[self.index[name]]
 
 
-def _read(engine: sa.Engine, name: str, sql: str, start: datetime, end: datetime, chunk: int):
-    """Yield the query's rows chunk by chunk (as :class:`_Rows`)."""
-    params: dict = {"start": start, "end": end}
+def _params(engine: sa.Engine, start: datetime, end: datetime) -> dict:
     if engine.dialect.name == "sqlite":
         # SQLite keeps times as text; bind text of the same shape so '… 00:00:00' < end compares right.
-        params = {k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in params.items()}
+        return {"start": start.strftime("%Y-%m-%d %H:%M:%S"), "end": end.strftime("%Y-%m-%d %H:%M:%S")}
+    return {"start": start, "end": end}
+
+
+def _read(engine: sa.Engine, name: str, sql: str, start: datetime, end: datetime, chunk: int):
+    """Yield the query's rows chunk by chunk (as :class:`_Rows`), through the DBAPI cursor."""
+    params = _params(engine, start, end)
+    if engine.dialect.name == "sqlite":
         yield from _read_sqlite(engine, name, sql, params, chunk)
         return
     try:
@@ -172,12 +189,19 @@ def _column(rows: _Rows, name: str, query: str):
 def _text(values) -> pa.Array:
     """``str(v)`` of every value; in C when they are already text."""
     try:
-        arr = pa.array(values)
+        arr = _as_arrow(values)
         if pa.types.is_string(arr.type) and arr.null_count == 0:
             return arr
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         pass
-    return pa.array([str(v) for v in values], pa.string())
+    return pa.array([str(v) for v in _pylist(values)], pa.string())
+
+
+def _str(values) -> pa.Array:
+    """Text as it is, NULLs kept (identifiers, currencies, channel names)."""
+    if isinstance(values, pa.Array):
+        return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+    return pa.array(values, pa.string())
 
 
 def _status(values) -> pa.Array:
@@ -186,54 +210,23 @@ def _status(values) -> pa.Array:
     return pc.utf8_lower(arr)
 
 
+# The columns each query must return; the first is the row's key in error messages.
+COLUMNS = {
+    "orders": ["order_no", "channel", "channel_txn_id", "merchant_id", "amount", "currency", "status", "paid_at"],
+    "refunds": ["refund_no", "order_no", "channel", "channel_refund_id", "merchant_id", "amount", "currency",
+                "status", "refunded_at"],
+    "expected_funds": ["movement_id", "channel", "order_no", "refund_no", "direction", "amount", "currency",
+                       "expected_at"],
+}
+SOURCE_TABLE = {"orders": "payment_orders", "refunds": "refund_orders", "expected_funds": "expected_fund_movements"}
+
+
 def load_platform(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date) -> dict[str, int]:
     """Replace the day's platform_orders and platform_expected_funds; returns row counts."""
-    src, engine = cfg.internal_source, engine_for(cfg)
-    start, end = day_window(business_date)
+    engine = engine_for(cfg)
     con.execute("DELETE FROM platform_orders WHERE business_date = ?", [business_date])
     con.execute("DELETE FROM platform_expected_funds WHERE business_date = ?", [business_date])
-    counts = {"orders": 0, "refunds": 0, "expected_funds": 0}
-    for name in ("orders", "refunds"):
-        table = "payment_orders" if name == "orders" else "refund_orders"
-        for rows in _read(engine, name, src.queries[name], start, end, src.chunk_rows):
-            keyname = "order_no" if name == "orders" else "refund_no"
-            keys = _column(rows, keyname, name)
-            arrow = pa.table({
-                "source_key": _text(keys),
-                "order_no": _text(_column(rows, "order_no", name)),
-                "refund_no": pa.array(keys if name == "refunds" else [None] * len(rows), pa.string()),
-                "channel": pa.array(_column(rows, "channel", name), pa.string()),
-                "channel_txn_id": pa.array(_column(rows, "channel_txn_id" if name == "orders"
-                                                   else "channel_refund_id", name), pa.string()),
-                "merchant_id": pa.array(_column(rows, "merchant_id", name), pa.string()),
-                "amount": _money_array(_column(rows, "amount", name), table, keys),
-                "currency": pa.array(_column(rows, "currency", name), pa.string()),
-                "status": _status(_column(rows, "status", name)),
-                "event_time": _ts_array(_column(rows, "paid_at" if name == "orders" else "refunded_at", name)),
-            })
-            with arrow_view(con, "_platform_rows", arrow):
-                con.execute(
-                    "INSERT INTO platform_orders SELECT ?, ?, source_key, ?, order_no, refund_no, channel, "
-                    "channel_txn_id, merchant_id, amount, currency, status, event_time FROM _platform_rows",
-                    [business_date, table, "payment" if name == "orders" else "refund"])
-            counts[name] += len(rows)
-    for rows in _read(engine, "expected_funds", src.queries["expected_funds"], start, end, src.chunk_rows):
-        keys = _column(rows, "movement_id", "expected_funds")
-        arrow = pa.table({
-            "source_key": _text(keys),
-            "channel": pa.array(_column(rows, "channel", "expected_funds"), pa.string()),
-            "order_no": pa.array(_column(rows, "order_no", "expected_funds"), pa.string()),
-            "refund_no": pa.array(_column(rows, "refund_no", "expected_funds"), pa.string()),
-            "direction": pa.array(_column(rows, "direction", "expected_funds"), pa.string()),
-            "amount": _money_array(_column(rows, "amount", "expected_funds"), "expected_fund_movements", keys),
-            "currency": pa.array(_column(rows, "currency", "expected_funds"), pa.string()),
-            "expected_at": _ts_array(_column(rows, "expected_at", "expected_funds")),
-        })
-        with arrow_view(con, "_platform_rows", arrow):
-            con.execute(
-                "INSERT INTO platform_expected_funds SELECT ?, 'expected_fund_movements', source_key, channel, "
-                "order_no, refund_no, direction, amount, currency, expected_at FROM _platform_rows", [business_date])
-        counts["expected_funds"] += len(rows)
+    counts = {name: _load_query(con, engine, cfg, name, business_date) for name in COLUMNS}
     bad = con.execute(
         "SELECT source_table, source_key, status FROM platform_orders WHERE business_date = ? AND status NOT IN "
         "('success', 'pending', 'failed', 'closed') LIMIT 1", [business_date]).fetchone()
@@ -241,3 +234,72 @@ def load_platform(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: da
         raise InternalSourceError(f"{bad[0]} {bad[1]}: unknown status {bad[2]!r} "
                                   "(expected success, pending, failed or closed)")
     return counts
+
+
+def _load_query(con: duckdb.DuckDBPyConnection, engine: sa.Engine, cfg: Config, name: str, d: date) -> int:
+    """Insert one query's rows for day ``d``: Arrow batches when the driver allows, else DBAPI chunks."""
+    src = cfg.internal_source
+    start, end = day_window(d)
+    if internal_arrow.supports(engine):
+        batches = internal_arrow.read_batches(engine, src.queries[name], _params(engine, start, end),
+                                              COLUMNS[name], "amount", src.chunk_rows)
+        try:
+            return sum(_insert(con, name, batch, d) for batch in batches)
+        except internal_arrow.driver_errors():
+            # Read it again row by row: that path names the offending query, column or value.
+            if name == "expected_funds":
+                con.execute("DELETE FROM platform_expected_funds WHERE business_date = ?", [d])
+            else:
+                con.execute("DELETE FROM platform_orders WHERE business_date = ? AND source_table = ?",
+                            [d, SOURCE_TABLE[name]])
+    return sum(_insert(con, name, rows, d)
+               for rows in _read(engine, name, src.queries[name], start, end, src.chunk_rows))
+
+
+def _refuse_floats(rows, name: str) -> None:
+    mask = rows.float_amounts() if isinstance(rows, internal_arrow.Batch) else None
+    if mask is not None and pc.any(mask).as_py():
+        i = pc.index(mask, True).as_py()
+        key, value = rows.column(COLUMNS[name][0])[i].as_py(), rows.column("amount")[i].as_py()
+        raise InternalSourceError(f"{SOURCE_TABLE[name]}: amount for {key!r} came back as a float ({value}); "
+                                  "store money as DECIMAL, integer fen or text")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, name: str, rows, d: date) -> int:
+    """Convert one chunk column-wise and insert it; returns its row count."""
+    _refuse_floats(rows, name)
+    table = SOURCE_TABLE[name]
+    keys = _column(rows, COLUMNS[name][0], name)
+    col = lambda c: _column(rows, c, name)  # noqa: E731
+    if name == "expected_funds":
+        arrow = pa.table({
+            "source_key": _text(keys),
+            **{c: _str(col(c)) for c in ("channel", "order_no", "refund_no", "direction")},
+            "amount": _money_array(col("amount"), table, keys),
+            "currency": _str(col("currency")),
+            "expected_at": _ts_array(col("expected_at")),
+        })
+        with arrow_view(con, "_platform_rows", arrow):
+            con.execute(
+                "INSERT INTO platform_expected_funds SELECT ?, ?, source_key, channel, order_no, refund_no, "
+                "direction, amount, currency, expected_at FROM _platform_rows", [d, table])
+        return len(rows)
+    payment = name == "orders"
+    arrow = pa.table({
+        "source_key": _text(keys),
+        "order_no": _text(col("order_no")),
+        "refund_no": pa.nulls(len(rows), pa.string()) if payment else _str(keys),
+        "channel": _str(col("channel")),
+        "channel_txn_id": _str(col("channel_txn_id" if payment else "channel_refund_id")),
+        "merchant_id": _str(col("merchant_id")),
+        "amount": _money_array(col("amount"), table, keys),
+        "currency": _str(col("currency")),
+        "status": _status(col("status")),
+        "event_time": _ts_array(col("paid_at" if payment else "refunded_at")),
+    })
+    with arrow_view(con, "_platform_rows", arrow):
+        con.execute(
+            "INSERT INTO platform_orders SELECT ?, ?, source_key, ?, order_no, refund_no, channel, "
+            "channel_txn_id, merchant_id, amount, currency, status, event_time FROM _platform_rows",
+            [d, table, "payment" if payment else "refund"])
+    return len(rows)

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+import loaders.internal
 from loaders.internal import InternalSourceError, load_platform
 from recon.demo import build_platform_db
 from recon.warehouse import connect, transaction
@@ -37,6 +38,18 @@ def platform_rows(cfg):
     return counts, rows, funds
 
 
+def arrow_only(monkeypatch):
+    """Make the row-by-row DBAPI path fail, so a passing read proves the Arrow (ADBC) path did it all."""
+    def no_dbapi(*a, **k):
+        raise AssertionError("read through the DBAPI cursor, not through ADBC")
+        yield  # pragma: no cover
+    monkeypatch.setattr(loaders.internal, "_read", no_dbapi)
+
+
+def dbapi_only(monkeypatch):
+    monkeypatch.setattr(loaders.internal.internal_arrow, "supports", lambda engine: False)
+
+
 @pytest.fixture
 def sqlite_reference(tmp_path):
     return platform_rows(demo_config(tmp_path / "sqlite"))
@@ -50,7 +63,9 @@ def test_sqlite_gives_the_sample_rows_exactly(sqlite_reference):
 
 
 @pytest.mark.parametrize("url", [PG, MARIADB], ids=["postgresql", "mariadb"])
-def test_server_databases_give_the_same_rows_as_sqlite(tmp_path, url, sqlite_reference):
+def test_server_databases_give_the_same_rows_as_sqlite(tmp_path, url, sqlite_reference, monkeypatch):
+    if url == PG:
+        arrow_only(monkeypatch)  # PostgreSQL is read through ADBC; MariaDB through the DBAPI cursor
     if not reachable(url):
         pytest.fail(f"{url.split('@')[1]} is not reachable: .ci/run starts it; start it by hand otherwise")
     schema = "recon_test_" + uuid.uuid4().hex[:8]
@@ -68,12 +83,35 @@ def test_server_databases_give_the_same_rows_as_sqlite(tmp_path, url, sqlite_ref
         admin.dispose()
 
 
-def test_money_that_arrives_as_a_float_is_refused_with_the_key(tmp_path):
+@pytest.mark.parametrize("path", ["arrow", "dbapi"])
+def test_money_that_arrives_as_a_float_is_refused_with_the_key(tmp_path, monkeypatch, path):
+    arrow_only(monkeypatch) if path == "arrow" else dbapi_only(monkeypatch)
     url = f"sqlite:///{tmp_path / 'float.db'}"
     build_platform_db(url, money_type="REAL")
     cfg = demo_config(tmp_path, internal_source={"url": url})
     with pytest.raises(InternalSourceError, match=r"payment_orders: amount for 'P001' came back as a float"):
         platform_rows(cfg)
+
+
+def test_sqlite_columns_of_mixed_storage_read_the_same_through_arrow_and_dbapi(tmp_path, monkeypatch):
+    """SQLite columns have no fixed type: NULLs first, integers among text, many small batches."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    build_platform_db(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE payment_orders SET channel_txn_id = NULL WHERE rowid <= 5"))
+        c.execute(sa.text("UPDATE payment_orders SET order_no = 700 + rowid, amount = 10 WHERE rowid > 10"))
+    engine.dispose()
+    cfg = demo_config(tmp_path / "w", internal_source={"url": url, "chunk_rows": 3})
+    dbapi_only(monkeypatch)
+    reference = platform_rows(cfg)
+    monkeypatch.undo()
+    arrow_only(monkeypatch)
+    cfg = demo_config(tmp_path / "a", internal_source={"url": url, "chunk_rows": 3})
+    counts, rows, funds = platform_rows(cfg)
+    assert (counts, rows, funds) == reference
+    assert sum(1 for r in rows if r[1] in ("711", "712")) == 2        # integer order numbers arrive as text
+    assert Decimal("10.00") in {r[5] for r in rows if r[1] == "711"}   # an integer amount is exact
 
 
 def test_a_broken_query_is_a_clear_error(tmp_path):
