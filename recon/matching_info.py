@@ -30,97 +30,120 @@ COMPATIBLE_STATUS_SQL = """
 
 
 def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
-    """TEMP TABLE info_pairs: one row per (channel, match_key, occurrence) with its outcome.
+    """TEMP TABLE info_pairs: one row per (channel, match key, occurrence) with its outcome.
 
-    One statement: the sides are CTEs of the columns the outcome and the outputs need (materialising wide
-    intermediate tables dominated the run time at 10M rows a day).
+    One statement over narrow rows. The match key is joined as its parts, the kind ``kt`` (``payment`` /
+    ``refund``) and the number ``kno`` (match_key = ``kt:kno``, built by the ``info_sources`` view for the
+    rows written out), so no key strings are built for the join. Occurrence numbers are computed only for
+    keys that repeat on a side (rare); every other row is occurrence 1.
     """
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE info_pairs AS
-WITH p_rows AS (
-    SELECT po.business_date, po.source_table, po.source_key, po.order_type, po.order_no, po.refund_no, po.channel,
-           po.channel_txn_id, po.merchant_id, po.amount, po.currency, po.status, po.event_time,
-           NULL::VARCHAR AS carried_id
-    FROM platform_orders po
-    WHERE po.business_date = $d AND po.channel IN (SELECT channel FROM channel_params WHERE has_trade)
-    UNION ALL
-    SELECT po.business_date, po.source_table, po.source_key, po.order_type, po.order_no, po.refund_no, po.channel,
-           po.channel_txn_id, po.merchant_id, po.amount, po.currency, po.status, po.event_time,
-           k.discrepancy_id
-    FROM carry k JOIN platform_orders po
-      ON po.business_date = k.business_date AND po.channel = k.channel
-     AND po.source_table || ':' || po.source_key = k.platform_source
-    WHERE k.flow = 'information' AND k.type = 'missing_in_channel'
-), p AS (
-    SELECT *, row_number() OVER (PARTITION BY channel, match_key ORDER BY event_time, business_date, source_key)
-              AS occ
-    FROM (SELECT *, CASE order_type WHEN 'payment' THEN 'payment:' || order_no ELSE 'refund:' || refund_no END
-                    AS match_key FROM p_rows)
-), ids AS (   -- the channel's id -> the platform's number, among the platform rows in play
-    SELECT channel, order_type, channel_txn_id,
-           min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k
-    FROM p_rows WHERE channel_txn_id IS NOT NULL GROUP BY ALL
-), c_rows AS (
-    SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
-           ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency, ct.amount,
-           ct.fee, ct.txn_time, NULL::VARCHAR AS carried_id
-    FROM channel_transactions ct
-    WHERE ct.business_date = $d AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')
-      AND ct.txn_type IN ('payment', 'refund')   -- Stripe/Adyen fee, dispute, payout lines are not orders
-    UNION ALL
-    SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
-           ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency, ct.amount,
-           ct.fee, ct.txn_time, k.discrepancy_id
-    FROM carry k JOIN channel_transactions ct ON ct.file_id = k.file_id AND ct.line_no = k.line_no
-    WHERE k.flow = 'information' AND k.type = 'missing_in_platform'
-      AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')
-), c AS (
-    SELECT *, row_number() OVER (PARTITION BY channel, match_key ORDER BY txn_time, business_date, file_id, line_no)
-              AS occ
+WITH p_rows AS NOT MATERIALIZED (
+    SELECT channel, CASE order_type WHEN 'payment' THEN 'payment' ELSE 'refund' END AS kt,
+           CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END AS kno,
+           business_date, source_table, source_key, order_type, order_no, refund_no, channel_txn_id, merchant_id,
+           amount, currency, status, event_time, carried_id
     FROM (
-        SELECT r.*,
-               CASE r.txn_type WHEN 'payment' THEN 'payment:' || coalesce(i.k, r.merchant_order_no, r.channel_txn_id)
-                    ELSE 'refund:' || coalesce(i.k, r.merchant_refund_no, r.channel_refund_id,
-                                               coalesce(r.merchant_order_no, r.channel_txn_id) || '@' || r.amount)
-               END AS match_key
-        FROM c_rows r LEFT JOIN ids i
+        SELECT po.business_date, po.source_table, po.source_key, po.order_type, po.order_no, po.refund_no,
+               po.channel, po.channel_txn_id, po.merchant_id, po.amount, po.currency, po.status, po.event_time,
+               NULL::VARCHAR AS carried_id
+        FROM platform_orders po
+        WHERE po.business_date = $d AND po.channel IN (SELECT channel FROM channel_params WHERE has_trade)
+        UNION ALL
+        SELECT po.business_date, po.source_table, po.source_key, po.order_type, po.order_no, po.refund_no,
+               po.channel, po.channel_txn_id, po.merchant_id, po.amount, po.currency, po.status, po.event_time,
+               k.discrepancy_id
+        FROM carry k JOIN platform_orders po
+          ON po.business_date = k.business_date AND po.channel = k.channel
+         AND po.source_table || ':' || po.source_key = k.platform_source
+        WHERE k.flow = 'information' AND k.type = 'missing_in_channel')
+    -- a row without a number has no key: it can pair with nothing and is no break
+    WHERE CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NOT NULL
+), p_rep AS (   -- keys that repeat among the platform rows (rare)
+    SELECT channel, kt, kno FROM p_rows GROUP BY ALL HAVING count(*) > 1
+), p AS (
+    SELECT r.*, 1::BIGINT AS occ FROM p_rows r ANTI JOIN p_rep USING (channel, kt, kno)
+    UNION ALL
+    SELECT r.*, row_number() OVER (PARTITION BY r.channel, r.kt, r.kno
+                                   ORDER BY r.event_time, r.business_date, r.source_key) AS occ
+    FROM p_rows r SEMI JOIN p_rep USING (channel, kt, kno)
+), ids AS (   -- the channel's id -> the platform's number, among the platform rows in play
+    SELECT channel, order_type, channel_txn_id, min(kno) AS k
+    FROM p_rows WHERE channel_txn_id IS NOT NULL GROUP BY ALL
+), c_rows AS MATERIALIZED (
+    SELECT *
+    FROM (
+        SELECT r.business_date, r.channel, r.file_id, r.line_no, r.txn_type, r.channel_txn_id,
+               r.merchant_order_no, r.merchant_refund_no, r.status, r.currency, r.amount, r.fee, r.txn_time,
+               r.carried_id,
+               CASE r.txn_type WHEN 'payment' THEN 'payment' ELSE 'refund' END AS kt,
+               CASE r.txn_type WHEN 'payment' THEN coalesce(i.k, r.merchant_order_no, r.channel_txn_id)
+                    ELSE coalesce(i.k, r.merchant_refund_no, r.channel_refund_id,
+                                  coalesce(r.merchant_order_no, r.channel_txn_id) || '@' || r.amount)
+               END AS kno
+        FROM (
+            SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
+                   ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency,
+                   ct.amount, ct.fee, ct.txn_time, NULL::VARCHAR AS carried_id
+            FROM channel_transactions ct
+            WHERE ct.business_date = $d AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')
+              AND ct.txn_type IN ('payment', 'refund')   -- Stripe/Adyen fee, dispute, payout lines are not orders
+            UNION ALL
+            SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
+                   ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency,
+                   ct.amount, ct.fee, ct.txn_time, k.discrepancy_id
+            FROM carry k JOIN channel_transactions ct ON ct.file_id = k.file_id AND ct.line_no = k.line_no
+            WHERE k.flow = 'information' AND k.type = 'missing_in_platform'
+              AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')) r
+        LEFT JOIN ids i
           ON i.channel = r.channel AND i.order_type = r.txn_type
          AND i.channel_txn_id = CASE r.txn_type WHEN 'payment' THEN r.channel_txn_id ELSE r.channel_refund_id END)
+    WHERE kno IS NOT NULL
+), c_rep AS (   -- keys that repeat among the channel rows (rare)
+    SELECT channel, kt, kno FROM c_rows GROUP BY ALL HAVING count(*) > 1
+), c AS (
+    SELECT r.*, 1::BIGINT AS occ FROM c_rows r ANTI JOIN c_rep USING (channel, kt, kno)
+    UNION ALL
+    SELECT r.*, row_number() OVER (PARTITION BY r.channel, r.kt, r.kno
+                                   ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no) AS occ
+    FROM c_rows r SEMI JOIN c_rep USING (channel, kt, kno)
 )
-SELECT coalesce(p.channel, c.channel) AS channel,
-       coalesce(p.match_key, c.match_key) AS match_key,
+SELECT coalesce(p.channel, c.channel) AS channel, coalesce(p.kt, c.kt) AS kt, coalesce(p.kno, c.kno) AS kno,
        coalesce(p.occ, c.occ) AS occ,
        coalesce(p.order_type, c.txn_type) AS txn_type,
        coalesce(p.order_no, c.merchant_order_no, c.channel_txn_id) AS order_no,
        coalesce(p.refund_no, c.merchant_refund_no) AS refund_no,
        p.merchant_id, p.amount AS p_amount, c.amount AS c_amount, p.currency AS p_currency,
        c.currency AS c_currency, p.status AS p_status, c.status AS c_status, c.fee AS c_fee,
-       p.event_time, c.txn_time, p.source_table, p.source_key, c.file_id, c.line_no,
+       p.event_time, p.source_table, p.source_key, c.file_id, c.line_no,
        p.carried_id AS p_carried, c.carried_id AS c_carried,
-       p.match_key IS NOT NULL AS has_p, c.match_key IS NOT NULL AS has_c,
+       p.kno IS NOT NULL AS has_p, c.kno IS NOT NULL AS has_c,
        -- at the cut-off: the other side may have put this row on a neighbouring day
        (p.event_time < cp.cut_lo_p OR p.event_time >= cp.cut_hi_p) AS p_at_cut,
        (c.txn_time < cp.day_lo_c OR c.txn_time >= cp.day_hi_c) AS c_at_cut,
-       round(p.amount * cp.fee_rate, 2) AS contract_fee,     -- round(): half away from zero = half-up here
-       cp.fee_rate, cp.tolerance, cp.pending_days,
        CASE
-         WHEN p.match_key IS NULL AND c.occ > 1 THEN 'duplicate'
-         WHEN c.match_key IS NULL AND p.occ > 1 THEN 'duplicate'
-         WHEN p.match_key IS NULL THEN CASE WHEN c.status IN ('success', 'refunded') THEN 'missing_in_platform' END
-         WHEN c.match_key IS NULL THEN CASE WHEN p.status = 'success' THEN 'missing_in_channel' END
+         WHEN p.kno IS NULL AND c.occ > 1 THEN 'duplicate'
+         WHEN c.kno IS NULL AND p.occ > 1 THEN 'duplicate'
+         WHEN p.kno IS NULL THEN CASE WHEN c.status IN ('success', 'refunded') THEN 'missing_in_platform' END
+         WHEN c.kno IS NULL THEN CASE WHEN p.status = 'success' THEN 'missing_in_channel' END
          WHEN p.currency <> c.currency THEN 'currency_mismatch'
          WHEN NOT ({COMPATIBLE_STATUS_SQL}) THEN 'status_mismatch'
          WHEN abs(c.amount - p.amount) > cp.tolerance THEN 'amount_mismatch'
          WHEN p.order_type = 'payment' AND cp.fee_rate IS NOT NULL AND c.fee IS NOT NULL
-              AND c.fee <> round(p.amount * cp.fee_rate, 2) THEN 'fee_mismatch'
+              AND c.fee <> round(p.amount * cp.fee_rate, 2) THEN 'fee_mismatch'   -- round(): half-up here
          WHEN p.status = 'success' THEN 'matched'
        END AS outcome
-FROM p FULL OUTER JOIN c ON p.channel = c.channel AND p.match_key = c.match_key AND p.occ = c.occ
+FROM p FULL OUTER JOIN c ON p.channel = c.channel AND p.kt = c.kt AND p.kno = c.kno AND p.occ = c.occ
 JOIN channel_params cp ON cp.channel = coalesce(p.channel, c.channel)
 """, {"d": d})
-    # where each row came from, as the reports show it: source_table:source_key and path:line
+    # the outputs' strings, built only for the rows read: match key, source_table:source_key, path:line;
+    # the contract (fee) figures from channel_params
     con.execute("""
 CREATE OR REPLACE TEMP VIEW info_sources AS
-SELECT i.*, i.source_table || ':' || i.source_key AS platform_source, lf.path || ':' || i.line_no AS channel_source
-FROM info_pairs i LEFT JOIN loaded_files lf ON lf.file_id = i.file_id
+SELECT i.*, i.kt || ':' || i.kno AS match_key,
+       i.source_table || ':' || i.source_key AS platform_source, lf.path || ':' || i.line_no AS channel_source,
+       round(i.p_amount * cp.fee_rate, 2) AS contract_fee,     -- round(): half away from zero = half-up here
+       cp.fee_rate, cp.pending_days
+FROM info_pairs i JOIN channel_params cp USING (channel) LEFT JOIN loaded_files lf ON lf.file_id = i.file_id
 """)
