@@ -232,8 +232,10 @@ WHERE d.discrepancy_id = k.discrepancy_id AND NOT k.resolved_later
 INSERT INTO discrepancy_members
 SELECT n.discrepancy_id, $d, m.channel, m.trade_date, m.txn_type, m.match_key, m.order_no, m.refund_no,
        m.amount, m.fee, m.expected_net, m.source
-FROM new_breaks n JOIN batch_members m ON m.channel = n.channel AND n.match_key = 'batch:' || m.trade_date
-WHERE n.flow = 'funds'
+FROM (SELECT discrepancy_id, channel, try_cast(substr(match_key, 7) AS DATE) AS trade_date FROM new_breaks
+      -- the batch's trade date read back from its key (exactly: only keys that are 'batch:' || that date)
+      WHERE flow = 'funds' AND match_key = 'batch:' || try_cast(substr(match_key, 7) AS DATE)) n
+JOIN batch_members m ON m.channel = n.channel AND m.trade_date = n.trade_date
 """, p)
     _audit(con, d)
     refresh_ages(con, d)

@@ -193,9 +193,10 @@ SELECT 'batch', bc.channel, 'batch:' || bc.trade_date, 'batch', NULL, NULL,
 FROM batch_channels bc LEFT JOIN credits cr USING (channel) LEFT JOIN expected e USING (channel)
 WHERE cr.amount IS NOT NULL OR e.net IS NOT NULL
 """, p)
-    # the members, materialised only for the batches that differ (the ones that can become breaks)
+    # the members of the batches that differ (the ones that can become breaks): a view, read once by the
+    # write of the day's batch breaks (materialising a whole batch first cost as much again)
     con.execute(f"""
-CREATE OR REPLACE TEMP TABLE batch_members AS
+CREATE OR REPLACE TEMP VIEW batch_members AS
 SELECT * FROM ({members}) m
 WHERE m.channel IN (SELECT channel FROM funds_cmp WHERE kind = 'batch' AND difference <> 0)
 """)
