@@ -182,3 +182,124 @@ def test_analysts_read_the_snapshot_while_another_process_writes_the_live_file(t
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+# ----------------------------------------------------------------------------- incremental publication
+D3 = D2 + timedelta(days=1)
+
+
+def _files(base: Path) -> dict[str, tuple[int, int]]:
+    """Every Parquet file under ``base`` -> (inode, mtime_ns): a file rewritten gets a new inode."""
+    return {str(p.relative_to(base)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(base.rglob("*.parquet"))}
+
+
+def _same_as_live(con: duckdb.DuckDBPyConnection, snap: Path) -> None:
+    """Every warehouse table reads the same rows from the snapshot (whole copies and Parquet views alike)."""
+    ro = duckdb.connect(str(snap), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                            "'main' AND table_type = 'BASE TABLE' AND table_catalog = "
+                                            "current_database()").fetchall()]
+        for t in tables:
+            cols = ", ".join(f'"{c}"' for (c,) in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_catalog = "
+                "current_database() ORDER BY ordinal_position", [t]).fetchall())
+            live = con.execute(f'SELECT {cols} FROM "{t}" ORDER BY ALL').fetchall()
+            assert ro.execute(f'SELECT {cols} FROM "{t}" ORDER BY ALL').fetchall() == live, t
+        for name in VIEWS:
+            assert (ro.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
+                    == con.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()), name
+    finally:
+        ro.close()
+
+
+def test_a_later_day_leaves_earlier_partitions_untouched_and_a_rerun_replaces_its_own(tmp_path):
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    seed_settlement(con, D1)
+    publish_snapshot(cfg, D1, con=con)
+    base = cfg.snapshot_path / "parquet"
+    day1 = _files(base)
+    assert "channel_transactions/business_date=2026-06-05/channel=wechat/data_0.parquet" in day1
+    assert "settlement_items/trade_date=2026-06-05/channel=wechat/data_0.parquet" in day1
+
+    seed_day(con, D2, hostile=False)
+    snap = publish_snapshot(cfg, D2, con=con)
+    after = _files(base)
+    assert {k: v for k, v in after.items() if "2026-06-05" in k} == day1       # day 1: not rewritten
+    assert any("business_date=2026-06-06" in k for k in after)
+    manifest = json.loads((cfg.snapshot_path / "manifest.json").read_text())
+    assert manifest["republished_days"]["channel_transactions"] == ["2026-06-06"]
+    _same_as_live(con, snap)
+
+    # A rerun of day 2 that lost alipay's statement rows: day 2's files are replaced, alipay's dropped.
+    with transaction(con):
+        con.execute("DELETE FROM channel_transactions WHERE business_date = ? AND channel = 'alipay'", [D2])
+        con.execute("UPDATE runs SET finished_at = now() WHERE business_date = ?", [D2])
+    before = _files(base)
+    publish_snapshot(cfg, D2, con=con)
+    rerun = _files(base)
+    assert {k: v for k, v in rerun.items() if "2026-06-05" in k} == day1
+    wechat2 = "channel_transactions/business_date=2026-06-06/channel=wechat/data_0.parquet"
+    assert rerun[wechat2][0] != before[wechat2][0]                                 # rewritten
+    assert not (base / "channel_transactions" / "business_date=2026-06-06" / "channel=alipay").exists()
+    _same_as_live(con, snap)
+
+    # A later run that changed an earlier day (a restated statement): that day is republished too.
+    with transaction(con):
+        con.execute("UPDATE channel_transactions SET amount = amount + 1 WHERE business_date = ? AND line_no = 1", [D1])
+    seed_day(con, D3, hostile=False)
+    publish_snapshot(cfg, D3, con=con)
+    manifest = json.loads((cfg.snapshot_path / "manifest.json").read_text())
+    assert manifest["republished_days"]["channel_transactions"] == ["2026-06-05", "2026-06-07"]
+    assert manifest["row_counts"]["channel_transactions"] == 15
+    _same_as_live(con, snap)
+    con.close()
+
+
+def test_first_publish_after_a_range_of_days_is_complete(tmp_path):
+    # `recon run --from/--to` loads several days; the snapshot is published once, for the last one.
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    for d in (D1, D2, D3):
+        seed_day(con, d, hostile=d == D1)
+    seed_settlement(con, D2)
+    snap = publish_snapshot(cfg, D3, con=con)
+    base = cfg.snapshot_path / "parquet"
+    assert sorted(p.name for p in (base / "channel_transactions").iterdir()) == [
+        "business_date=2026-06-05", "business_date=2026-06-06", "business_date=2026-06-07"]
+    _same_as_live(con, snap)
+    ro = duckdb.connect(str(snap), read_only=True)
+    # the partitioned tables keep their names, columns and exact types (a view has no NOT NULL)
+    assert ([r[:2] for r in ro.execute("DESCRIBE channel_transactions").fetchall()]
+            == [r[:2] for r in con.execute("DESCRIBE channel_transactions").fetchall()])
+    assert ro.execute("SELECT business_date FROM snapshot_info").fetchone()[0] == D3
+    ro.close()
+    # A table with no rows yet is an empty table in the snapshot, and becomes a view once it has a day.
+    assert not (base / "bank_statement_lines").exists()
+    with transaction(con):
+        con.execute("INSERT INTO bank_statement_lines (business_date, channel, file_id, line_no, direction, amount, "
+                    "currency) VALUES (?, 'wechat', 'f', 1, 'in', 12.34, 'CNY')", [D3])
+    publish_snapshot(cfg, D3, con=con)
+    _same_as_live(con, snap)
+    con.close()
+
+
+def test_full_republish_and_an_older_snapshot_layout(tmp_path):
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    seed_day(con, D2, hostile=False)
+    publish_snapshot(cfg, D2, con=con)
+    base = cfg.snapshot_path / "parquet"
+    # a stray file of an older layout in a partitioned table's folder
+    stray = base / "channel_transactions" / "business_date=2026-06-01" / "channel=wechat" / "data_0.parquet"
+    stray.parent.mkdir(parents=True)
+    (base / "channel_transactions" / "business_date=2026-06-05" / "channel=wechat" / "data_0.parquet").rename(stray)
+    publish_snapshot(cfg, D2, con=con, full=True)
+    assert not stray.exists()
+    manifest = json.loads((cfg.snapshot_path / "manifest.json").read_text())
+    assert manifest["republished_days"]["channel_transactions"] == ["2026-06-05", "2026-06-06"]
+    _same_as_live(con, snapshot_db_path(cfg))
+    con.close()
