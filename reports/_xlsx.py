@@ -8,6 +8,13 @@
   widths, and continues on further sheets (``"amount_mismatch (2)"``) past the
   row limit; beyond ``max_sheets`` sheets it stops with a note row and the full
   table goes to a CSV export beside the workbook.
+
+Speed: openpyxl spends ~350 µs per 24-column row building a cell object, a style and
+an lxml element per cell. :class:`TableWriter` renders each data row's XML itself
+(``_FastRows``: the same values, types and style ids that :func:`cell` gives, one
+``etree.fromstring`` per row) and hands the element to the worksheet's stream,
+about 10x less CPU. The XML is the same bytes openpyxl writes (tests compare
+the two); a row holding a value it does not know goes through openpyxl as before.
 """
 from __future__ import annotations
 
@@ -21,8 +28,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
+from lxml import etree
+from openpyxl import LXML
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
+from openpyxl.compat import safe_string
+from openpyxl.utils.datetime import to_excel
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
@@ -177,6 +188,97 @@ def atomic_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
+#: Render TableWriter rows without openpyxl cell objects (see the module docstring); False = openpyxl only.
+FAST_ROWS = True
+
+_XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+class _RawRow(tuple):
+    """A row already rendered to an lxml ``<row>`` element (its only item)."""
+
+
+class _FastRows:
+    """Writes rows of a write-only worksheet as ready-made XML, the way openpyxl would write them.
+
+    Hooks the worksheet's own row stream (``_values_to_row`` / ``write_row``), so row numbers,
+    the sheet's other parts and any row it cannot render stay openpyxl's."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.styles: dict[tuple, str] = {}
+        self.epoch = ws.parent.epoch
+        self.letters: list[str] = []
+        convert, write = ws._values_to_row, ws._writer.write_row
+        ws._values_to_row = lambda row, idx: row if type(row) is _RawRow else convert(row, idx)
+        ws._writer.write_row = lambda xf, row, idx: xf.write(row[0]) if type(row) is _RawRow else write(xf, row, idx)
+
+    @staticmethod
+    def usable(ws: Any) -> bool:
+        return (FAST_ROWS and LXML and getattr(ws, "_writer", None) is not None
+                and hasattr(ws, "_values_to_row") and not ws.parent.iso_dates)
+
+    def _style(self, key: tuple, value: Any, kind: str, fill: Any) -> str:
+        """The ``s="n"`` attribute :func:`cell` gives this kind of value, found once per kind."""
+        attr = self.styles.get(key)
+        if attr is None:
+            c = cell(self.ws, value, kind, fill=fill)
+            attr = f' s="{c.style_id}"' if getattr(c, "has_style", False) else ""
+            self.styles[key] = attr
+        return attr
+
+    def render(self, row: tuple, cols: list[Col], fills: dict[int, Any], idx: int) -> _RawRow | None:
+        """The ``<row>`` element of ``row`` as row ``idx``; None when a value needs openpyxl itself."""
+        out = [f'<row r="{idx}">']
+        letters = self.letters
+        while len(letters) < len(cols):
+            letters.append(get_column_letter(len(letters) + 1))
+        for i, (value, col) in enumerate(zip(row, cols)):
+            fill = fills.get(i) if fills else None
+            ref = f"{letters[i]}{idx}"
+            if value is None:
+                if fill is not None:
+                    return None              # openpyxl writes <c ...></c>; a parsed element would be <c/>
+                continue
+            kind = col.kind
+            if kind == "free":
+                value = mask_text(str(value))
+            elif kind == "account":
+                value = mask_account(str(value))
+            t = type(value)
+            if t is bool:
+                value, t = ("yes" if value else "no"), str
+            if t is str:
+                text = clean_text(value)
+                dangerous = is_dangerous(text)
+                if not dangerous and fill is None:
+                    if text in ERROR_CODES:
+                        return None          # openpyxl makes this an error cell: leave it to openpyxl
+                    style = ""
+                else:
+                    style = self._style(("s", dangerous, id(fill)), text, "text", fill)
+                if not text:
+                    return None              # as above: an empty cell stays openpyxl's
+                space = ' xml:space="preserve"' if text != text.strip() else ""
+                out.append(f'<c r="{ref}"{style} t="inlineStr"><is><t{space}>{text.translate(_XML_TEXT)}</t></is></c>')
+                continue
+            if t is datetime:
+                if value.tzinfo is not None:
+                    value = value.replace(tzinfo=None)
+                key = ("dt", id(fill))
+            elif t is date:
+                key = ("d", id(fill))
+            elif t is Decimal or t is int or t is float:
+                key = ("n", kind == "money", t is int, id(fill))
+            else:
+                return None
+            style = self._style(key, value, kind, fill)
+            num = to_excel(value, self.epoch) if key[0] in ("d", "dt") else value
+            out.append(f'<c r="{ref}"{style} t="n"><v>{safe_string(num)}</v></c>')
+        out.append("</row>")
+        return _RawRow((etree.fromstring("".join(out)),))
+
+
 class TableWriter:
     """Streams rows into one or more sheets; see the module docstring.
 
@@ -230,6 +332,7 @@ class TableWriter:
         ws.print_title_rows = "1:1"  # repeat the header on every printed page
         ws.freeze_panes = "B2"
         ws.append(header_cells(ws, self.cols))
+        self._fast = _FastRows(ws) if _FastRows.usable(ws) else None
         self.sheets.append(ws)
         self.titles.append(title)
         self.rows_in_sheet = 1
@@ -248,7 +351,9 @@ class TableWriter:
             self._new_sheet()
         ws = self.sheets[-1]
         fills = self.row_style(row) if self.row_style else {}
-        ws.append([cell(ws, v, c.kind, fill=fills.get(i)) for i, (v, c) in enumerate(zip(row, self.cols))])
+        raw = self._fast.render(row, self.cols, fills, self.rows_in_sheet + 1) if self._fast else None
+        ws.append(raw if raw is not None else
+                  [cell(ws, v, c.kind, fill=fills.get(i)) for i, (v, c) in enumerate(zip(row, self.cols))])
         self.rows_in_sheet += 1
         self.written += 1
 

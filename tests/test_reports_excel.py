@@ -372,3 +372,41 @@ def test_filled_in_resolution_columns_re_import(world, tmp_path):
     assert got[header.index("action")] is None and got[header.index("note")] is None
     assert ws.cell(row=[r[0].value for r in ws.iter_rows()].index(target) + 1,
                    column=header.index("resolution_note") + 1).quotePrefix
+
+
+def _sheet_xml(path: Path) -> dict[str, bytes]:
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist() if n.startswith("xl/")}
+
+
+def test_fast_rows_write_the_same_xml_as_openpyxl(world, tmp_path, monkeypatch):
+    """TableWriter renders its rows' XML itself; every sheet must be byte-identical to openpyxl's."""
+    import reports._xlsx as xlsx
+    from openpyxl import Workbook
+
+    cfg, con = world
+    seed_settlement(con, D)
+    odd = [None, "", "  padded ", "#N/A", "a & b < c > d", "line\r\nbreak", "\x01ctl", "=1+2", "x" * 40_000,
+           True, False, 0, -7, 2 ** 40, Decimal("-1234567.89"), Decimal("0.00"), 1.5, date(1900, 2, 1),
+           datetime(2026, 6, 5, 13, 14, 15), datetime(2026, 6, 5, 1, 2, 3, tzinfo=timezone.utc),
+           timedelta(hours=1), "card 6222021234567890123 a@example.com"]
+    kinds = ["text", "free", "account", "money", "int", "date", "datetime", "id"]
+    out = {}
+    for fast in (False, True):
+        monkeypatch.setattr(xlsx, "FAST_ROWS", fast)
+        d = tmp_path / f"fast-{fast}"
+        reports = [write_discrepancy_report(con, cfg, D, d),
+                   write_settlement_report(con, cfg, f"B{D:%Y%m%d}", d)]
+        wb = Workbook(write_only=True)
+        cols = [xlsx.Col(f"c{i}", k) for i, k in enumerate(kinds)]
+        w = xlsx.TableWriter(wb, "odd", cols, total_rows=len(odd), row_style=lambda r: {1: xlsx.LONG_FILL})
+        for i, v in enumerate(odd):
+            w.append(tuple(odd[(i + j) % len(odd)] for j in range(len(kinds))))
+        w.close()
+        wb.save(d / "odd.xlsx")
+        out[fast] = [_sheet_xml(p) for p in (*reports, d / "odd.xlsx")]
+    for slow, fast in zip(out[False], out[True]):
+        assert slow.keys() == fast.keys()
+        for name in slow:
+            assert slow[name] == fast[name], name
