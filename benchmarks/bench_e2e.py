@@ -139,10 +139,39 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+class _RssSampler:
+    """Peak RSS of this process while a profiled function runs (sampled every 50 ms), and the Arrow pool's."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+        self.proc, self.peak = psutil.Process(), 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.05)
+
+    def enter(self) -> int:
+        outer, self.peak = self.peak, self.proc.memory_info().rss
+        return outer
+
+    def leave(self, outer: int) -> int:
+        inner = max(self.peak, self.proc.memory_info().rss)
+        self.peak = max(outer, inner)
+        return inner
+
+
 def _profile(prof: dict) -> None:
-    """Wrap the PROFILED functions where `run_day` finds them; it still orchestrates every stage itself."""
+    """Wrap the PROFILED functions where `run_day` finds them; it still orchestrates every stage itself.
+
+    Each function's entry records wall and CPU seconds and the peak RSS seen while it ran.
+    """
     import functools
     import importlib
+    sampler = _RssSampler()
     for module, name in PROFILED:
         try:
             mod = importlib.import_module(module)
@@ -153,14 +182,16 @@ def _profile(prof: dict) -> None:
         def wrap(fn=fn, key=name):
             @functools.wraps(fn)
             def timed(*a, **k):
-                t, c = time.perf_counter(), _cpu()
+                t, c, outer = time.perf_counter(), _cpu(), sampler.enter()
                 try:
                     return fn(*a, **k)
                 finally:
-                    s = prof.setdefault(key, {"calls": 0, "wall": 0.0, "cpu": 0.0})
+                    peak = sampler.leave(outer)
+                    s = prof.setdefault(key, {"calls": 0, "wall": 0.0, "cpu": 0.0, "peak_rss": 0})
                     s["calls"] += 1
                     s["wall"] += time.perf_counter() - t
                     s["cpu"] += _cpu() - c
+                    s["peak_rss"] = max(s["peak_rss"], peak)
             return timed
         setattr(mod, name, wrap())
 

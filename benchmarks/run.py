@@ -54,14 +54,16 @@ def table(results: list[dict], command: str) -> str:
     prof_keys = sorted({k for r in results for k in r["pipeline"].get("profile", {})},
                        key=lambda k: -results[-1]["pipeline"].get("profile", {}).get(k, {}).get("wall", 0))
     if prof_keys:
-        lines += ["", "Where the time goes inside `run_day` (wall / CPU seconds, summed over calls):", "",
+        lines += ["", "Where the time goes inside `run_day` (wall / CPU seconds summed over calls; "
+                      "peak RSS of the process while the function ran):", "",
                   "| function | " + " | ".join(f"{r['orders']:,}" for r in results) + " |",
                   "|---" + "|---:" * len(results) + "|"]
         for k in prof_keys:
             cells = []
             for r in results:
                 s = r["pipeline"].get("profile", {}).get(k)
-                cells.append("—" if not s else f"{s['wall']:.1f} / {s['cpu']:.1f}")
+                rss = f" ({s['peak_rss'] / GiB:.2f} GiB)" if s and s.get("peak_rss") else ""
+                cells.append("—" if not s else f"{s['wall']:.1f} / {s['cpu']:.1f}{rss}")
             lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
     lines += ["", "Side by side on the same files (ratio = the other's seconds ÷ the pipeline's):", "",
               "| orders/day | pipeline wall / CPU | pandas wall / CPU | pandas ÷ pipeline (wall, CPU) "
