@@ -15,6 +15,13 @@ the whole file. Statements ``<batch>_statement_<merchant>.csv`` list every item
 (transaction or adjustment) with amount, fee and net, written by DuckDB
 ``COPY``, followed by summary rows per currency. Contents are deterministic:
 rewriting a batch that did not change gives byte-identical files.
+
+Statements are opened in spreadsheets by merchants, so their text is written
+injection-safe, the rule of ``reports.safe.csv_safe`` done as a SQL expression
+(:func:`_csv_safe_sql`; this package may not import ``reports``): a text beginning
+with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading apostrophe.
+Ordinary identifiers are unchanged, so such files are byte-identical to before.
+The payout file is the bank's import format and is written as configured.
 """
 from __future__ import annotations
 
@@ -38,6 +45,25 @@ LAYOUTS = ("generic_csv", "cn_bank_batch")
 
 SUMMARY_FIELDS = ("gross", "refunds", "fees", "adjustments", "net", "carried_in", "reserve_held",
                   "reserve_released", "payout", "carried_forward")
+
+
+#: The first characters spreadsheet software may read as a formula (``reports.safe.DANGEROUS_PREFIXES``).
+DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe_sql(expr: str) -> str:
+    """SQL: ``expr`` (text) with a leading apostrophe when it begins with a dangerous character."""
+    firsts = ", ".join(_sql_lit(c) for c in DANGEROUS_PREFIXES)
+    apostrophe = _sql_lit("'")
+    return f"CASE WHEN left({expr}, 1) IN ({firsts}) THEN {apostrophe} || {expr} ELSE {expr} END"
+
+
+def _sql_lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _csv_safe(value: str) -> str:
+    return "'" + value if value.startswith(DANGEROUS_PREFIXES) else value
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -134,6 +160,11 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
     by_merchant: dict[str, list[tuple]] = {}
     for row in lines:
         by_merchant.setdefault(row[0], []).append(row)
+    # Text that comes from outside (config, platform, statements) is made safe; batch_id, channel,
+    # item_kind and txn_type are the pipeline's own words (batch ids and channel names are validated).
+    def safe_col(col: str) -> str:
+        return f"{_csv_safe_sql(col)} AS {col}"
+
     for merchant_id, mlines in by_merchant.items():
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in merchant_id)
         path = out / f"{batch_id}_statement_{safe}.csv"
@@ -141,9 +172,9 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
         # Items straight from DuckDB (a merchant can have millions); ordered, so deterministic.
         con.execute(f"""
             COPY (
-                SELECT batch_id, DATE '{info['settlement_date'].isoformat()}' AS settlement_date, merchant_id,
-                       currency, trade_date, channel, item_kind, txn_type, order_no, refund_no,
-                       amount, fee, net, note
+                SELECT batch_id, DATE '{info['settlement_date'].isoformat()}' AS settlement_date,
+                       {safe_col('merchant_id')}, {safe_col('currency')}, trade_date, channel, item_kind, txn_type,
+                       {safe_col('order_no')}, {safe_col('refund_no')}, amount, fee, net, {safe_col('note')}
                 FROM settlement_items WHERE batch_id = $B AND merchant_id = $M
                 ORDER BY currency, item_kind DESC, trade_date, channel, txn_type, order_no, refund_no
             ) TO '{str(tmp).replace("'", "''")}' (FORMAT csv, HEADER true)
@@ -152,7 +183,7 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
         w = csv.writer(buf, lineterminator="\n")
         for row in mlines:
             for name, value in zip(SUMMARY_FIELDS, row[2:]):
-                w.writerow(["SUMMARY", batch_id, merchant_id, row[1], name, _money(value)])
+                w.writerow(["SUMMARY", batch_id, _csv_safe(merchant_id), _csv_safe(row[1]), name, _money(value)])
         with open(tmp, "a", encoding="utf-8", newline="") as fh:
             fh.write(buf.getvalue())
         os.replace(tmp, path)

@@ -488,6 +488,27 @@ def test_payout_file_totals_checksum_and_statements(env, tmp_path):
     assert not verify_payout_file(payout)
 
 
+def test_statements_are_injection_safe(tmp_path):
+    """Text from outside (merchant ids, order and refund numbers) cannot become a formula in a spreadsheet."""
+    cfg = make_cfg(tmp_path, [{"id": "=M1", "name": "m"}])
+    con = connect(cfg.warehouse)
+    add_txn(con, FRI, "payment", "=HYPERLINK(1)", "=M1", "12.34")
+    add_txn(con, FRI, "refund", "@SUM(A1)", "=M1", "1.00", refund_no="-2+3")
+    add_txn(con, FRI, "payment", "P-1", "=M1", "5.00")
+    run(con, cfg, FRI)
+    paths = write_payout_files(con, cfg, "STL-20260608", tmp_path / "o")
+    stmt = [p for p in paths if "_statement_" in p.name][0]
+    import csv
+    rows = list(csv.reader(stmt.read_text(encoding="utf-8").splitlines()))
+    items = {r[8]: r for r in rows[1:] if r[0] != "SUMMARY"}
+    assert set(items) == {"'=HYPERLINK(1)", "'@SUM(A1)", "P-1"}       # ordinary ids unchanged
+    assert items["'@SUM(A1)"][9] == "'-2+3" and items["P-1"][9] == ""
+    assert {r[2] for r in rows[1:]} == {"'=M1"}
+    assert all(not c.startswith(("=", "+", "-", "@", "\t", "\r"))
+               for r in rows for c in (r[:5] if r[0] == "SUMMARY" else r[:10]))  # text columns
+    con.close()
+
+
 def test_cn_bank_layout_in_gbk(tmp_path):
     cfg = make_cfg(tmp_path, [{"id": "M", "name": "m", "bank_account": "6222", "account_name": "上海某某有限公司",
                                "bank_name": "工商银行"}], payout={"layout": "cn_bank_batch", "encoding": "gbk"})
