@@ -46,9 +46,10 @@ Everything a publish reads comes from one transaction on a separate connection o
 the pipeline's database instance (``con.cursor()``), so it holds committed data
 only, even while the pipeline has a transaction open. Files are written under
 temporary names and renamed into place one at a time (``os.replace``): a reader
-never sees a half-written file. Order: the new Parquet files of the changed days
-are moved in (then stale files of those days removed), then ``recon.duckdb`` is
-replaced, then ``manifest.json``. The whole-copied tables of a ``recon.duckdb``
+never sees a half-written file. Order: the manifest first forgets the days about
+to move (so a publish that dies half-way leaves them to be rewritten by the next
+one), the new Parquet files of the changed days are moved in (then stale files of
+those days removed), then ``recon.duckdb`` is replaced, then ``manifest.json``. The whole-copied tables of a ``recon.duckdb``
 connection stay as they were when it was opened; its views read the Parquet
 folders as they are at query time. So for the few moments a publish spends
 moving files, a query may already see the new day in some partitioned tables and
@@ -159,7 +160,16 @@ def publish_snapshot(cfg: Any, business_date: date, *, con: duckdb.DuckDBPyConne
             "SELECT max(business_date) FROM runs WHERE status = 'succeeded'").fetchone()[0]
         cur.execute("COMMIT")
 
-        # Parquet first (only the changed days move), then the database file, then the manifest.
+        # Parquet first (only the changed days move), then the database file, then the manifest. Before
+        # any file moves, the manifest forgets the days about to move: if the publish dies half-way,
+        # the next one rewrites them whatever their fingerprint is then.
+        if old.get("layout") == LAYOUT and any(p["todo"] or p["gone"] for p in plan.values()):
+            interim = json.loads(json.dumps(old))
+            for t, p in plan.items():
+                days = interim.get("partitions", {}).get(t, {}).get("days", {})
+                for d in p["todo"] + p["gone"]:
+                    days.pop(d, None)
+            _write_manifest(snap_dir, interim, tag)
         for t, p in plan.items():
             target = snap_dir / PARQUET_DIR / t
             scopes = None if p["all"] else [f"{p['day_col']}={d}" for d in p["todo"] + p["gone"]]
@@ -193,9 +203,7 @@ def publish_snapshot(cfg: Any, business_date: date, *, con: duckdb.DuckDBPyConne
             "parquet": {t: f"{PARQUET_DIR}/{t}/{parts[t]['day_column']}=*/channel=*/*.parquet" for t in parts},
             "partitions": parts,
         }
-        mtmp = snap_dir / f".{MANIFEST}.{tag}.tmp"
-        mtmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(mtmp, snap_dir / MANIFEST)
+        _write_manifest(snap_dir, manifest, tag)
     except BaseException:
         try:
             cur.execute("ROLLBACK")
@@ -261,6 +269,12 @@ def _partition_sql(base: Path, table: str, day_col: str, columns: list[list[str]
                      for c, ty in columns)
     return (f"SELECT {cols} FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true, "
             f"hive_types = {{'{day_col}': DATE, 'channel': VARCHAR}})")
+
+
+def _write_manifest(snap_dir: Path, manifest: dict, tag: str) -> None:
+    tmp = snap_dir / f".{MANIFEST}.{tag}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, snap_dir / MANIFEST)
 
 
 def _read_manifest(snap_dir: Path) -> dict:

@@ -303,3 +303,31 @@ def test_full_republish_and_an_older_snapshot_layout(tmp_path):
     assert manifest["republished_days"]["channel_transactions"] == ["2026-06-05", "2026-06-06"]
     _same_as_live(con, snapshot_db_path(cfg))
     con.close()
+
+
+def test_a_publish_that_dies_while_moving_files_is_repaired_by_the_next(tmp_path, monkeypatch):
+    import reports.snapshot as snapshot
+
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    seed_day(con, D2, hostile=False)
+    publish_snapshot(cfg, D2, con=con)
+    with transaction(con):   # a later run restates day 1...
+        con.execute("UPDATE channel_transactions SET amount = amount + 1 WHERE business_date = ?", [D1])
+    real = snapshot._sync_tree
+
+    def dies(*a, **k):       # ...and its publish dies after moving the first table's files
+        real(*a, **k)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(snapshot, "_sync_tree", dies)
+    with pytest.raises(OSError):
+        publish_snapshot(cfg, D2, con=con)
+    monkeypatch.setattr(snapshot, "_sync_tree", real)
+    with transaction(con):   # the restatement is undone: the warehouse is back to what the manifest had
+        con.execute("UPDATE channel_transactions SET amount = amount - 1 WHERE business_date = ?", [D1])
+    publish_snapshot(cfg, D2, con=con)
+    _same_as_live(con, snapshot_db_path(cfg))
+    assert not [p for p in cfg.snapshot_path.iterdir() if p.name.endswith((".tmp", ".wal"))]
+    con.close()
