@@ -33,22 +33,44 @@ SIGNED = "CASE direction WHEN 'in' THEN amount ELSE -amount END"
 
 def funds_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
     p = {"d": d}
+    # The per-reference sums of both reference-level checks in one pass: the expected movements (e), the
+    # channel's account entries (a) and the successful orders (o), one aggregate over their union (a full
+    # outer join of the three sums; a NULL reference pairs with nothing, so the account's NULL-reference
+    # entries keep a group of their own). Only the references that differ, or may clear a carried break,
+    # are kept.
     con.execute(f"""
-CREATE OR REPLACE TEMP TABLE funds_diff AS
-WITH e AS (
+CREATE OR REPLACE TEMP TABLE funds_refs AS
+WITH e AS MATERIALIZED (
     SELECT channel, coalesce(refund_no, order_no) AS ref, sum({SIGNED}) AS net
-    FROM platform_expected_funds JOIN channel_params cp USING (channel)
-    WHERE business_date = $d AND cp.has_funds GROUP BY ALL
+    FROM platform_expected_funds
+    WHERE business_date = $d AND channel IN (SELECT channel FROM channel_params) GROUP BY ALL
 ), a AS (
     SELECT channel, coalesce(reference, channel_txn_id, movement_id) AS ref, sum({SIGNED}) AS net
     FROM channel_funds_movements m JOIN loaded_files lf USING (file_id, channel)
     WHERE m.business_date = $d AND lf.status = 'active' GROUP BY ALL
+), o AS (
+    SELECT channel, coalesce(refund_no, order_no) AS ref,
+           sum(CASE order_type WHEN 'payment' THEN amount ELSE -amount END) AS net
+    FROM platform_orders WHERE business_date = $d AND status = 'success' AND channel IN (SELECT channel FROM channel_params)
+    GROUP BY ALL
 )
-SELECT coalesce(e.channel, a.channel) AS channel, coalesce(e.ref, a.ref) AS ref, e.net AS p_net, a.net AS c_net
-FROM e FULL OUTER JOIN a ON e.channel = a.channel AND e.ref = a.ref
+SELECT 'txn' AS level, coalesce(e.channel, a.channel) AS channel, coalesce(e.ref, a.ref) AS ref, e.net AS p_net,
+       a.net AS c_net
+FROM (SELECT * FROM e WHERE channel IN (SELECT channel FROM channel_params WHERE has_funds)) e
+FULL OUTER JOIN a ON e.channel = a.channel AND e.ref = a.ref
 WHERE coalesce(a.net, 0) <> coalesce(e.net, 0)
    OR (coalesce(e.channel, a.channel), coalesce(e.ref, a.ref)) IN (SELECT (channel, carry_key) FROM funds_carried)
+UNION ALL
+SELECT 'internal', coalesce(o.channel, e.channel), coalesce(o.ref, e.ref), o.net, e.net
+FROM o FULL OUTER JOIN e ON o.channel = e.channel AND o.ref = e.ref
+WHERE coalesce(e.net, 0) <> coalesce(o.net, 0)
+   OR (coalesce(o.channel, e.channel), 'internal:' || coalesce(o.ref, e.ref))
+      IN (SELECT (channel, carry_key) FROM funds_carried)
 """, p)
+    con.execute("""
+CREATE OR REPLACE TEMP TABLE funds_diff AS
+SELECT channel, ref, p_net, c_net FROM funds_refs WHERE level = 'txn'
+""")
     con.execute("""
 CREATE OR REPLACE TEMP TABLE funds_cmp AS
 WITH ed AS (
@@ -90,24 +112,10 @@ LEFT JOIN po USING (channel, ref)
 
 def _internal(con: duckdb.DuckDBPyConnection, d: date) -> None:
     p = {"d": d}
-    con.execute(f"""
+    con.execute("""
 CREATE OR REPLACE TEMP TABLE internal_diff AS
-WITH o AS (
-    SELECT channel, coalesce(refund_no, order_no) AS ref,
-           sum(CASE order_type WHEN 'payment' THEN amount ELSE -amount END) AS net
-    FROM platform_orders WHERE business_date = $d AND status = 'success' AND channel IN (SELECT channel FROM channel_params)
-    GROUP BY ALL
-), e AS (
-    SELECT channel, coalesce(refund_no, order_no) AS ref, sum({SIGNED}) AS net
-    FROM platform_expected_funds WHERE business_date = $d AND channel IN (SELECT channel FROM channel_params)
-    GROUP BY ALL
-)
-SELECT coalesce(o.channel, e.channel) AS channel, coalesce(o.ref, e.ref) AS ref, o.net AS o_net, e.net AS e_net
-FROM o FULL OUTER JOIN e ON o.channel = e.channel AND o.ref = e.ref
-WHERE coalesce(e.net, 0) <> coalesce(o.net, 0)
-   OR (coalesce(o.channel, e.channel), 'internal:' || coalesce(o.ref, e.ref))
-      IN (SELECT (channel, carry_key) FROM funds_carried)
-""", p)
+SELECT channel, ref, p_net AS o_net, c_net AS e_net FROM funds_refs WHERE level = 'internal'
+""")
     con.execute("""
 INSERT INTO funds_cmp
 WITH od AS (
