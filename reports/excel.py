@@ -511,12 +511,46 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                                         f"{batch_id}_statement_<merchant>.csv beside it." if items else None)
             writers.append(w)
             limit = f" LIMIT {int(detail_rows)}" if items else ""     # nothing beyond the cap is read
-            cur = con.execute(f'SELECT {names} FROM "{table}" WHERE batch_id = ? ORDER BY ALL{limit}', [batch_id])
+            where, params = "batch_id = ?", [batch_id]
+            if items and n_rows > detail_rows:
+                where, params = _first_items_filter(con, batch_id, [n for n, _t in cols_meta], detail_rows)
+            cur = con.execute(f'SELECT {names} FROM "{table}" WHERE {where} ORDER BY ALL{limit}', params)
             while chunk := cur.fetchmany(10_000):
                 for r in chunk:
                     w.append(r)
             w.close()
     return final
+
+
+#: The leading sort columns of settlement_items after batch_id (ORDER BY ALL follows the table's columns).
+_ITEM_PREFIX = ("merchant_id", "currency", "trade_date", "channel")
+
+
+def _first_items_filter(con: duckdb.DuckDBPyConnection, batch_id: str, columns: list[str],
+                        n: int) -> tuple[str, list[Any]]:
+    """A WHERE clause that keeps the first ``n`` items of a batch in ORDER BY ALL order, and few others.
+
+    Sorting every item of a big batch to show 10,000 of them costs ~0.8 CPU-s per million items. Instead:
+    count the items per (merchant, currency, trade date, channel), which is cheap, find the group holding
+    the n-th item in that order, and keep the groups up to it. The first n items by the full order are
+    all in those groups (they lead the full order); the ORDER BY ALL LIMIT n after it picks them.
+    Falls back to the whole batch unless the table starts with those columns, none nullable."""
+    whole = ("batch_id = ?", [batch_id])
+    nullable = dict(con.execute(
+        "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'settlement_items' "
+        "AND table_schema = current_schema() AND table_catalog = current_database()").fetchall())
+    if tuple(columns[1:1 + len(_ITEM_PREFIX)]) != _ITEM_PREFIX or columns[0] != "batch_id" or any(
+            nullable.get(c) != "NO" for c in _ITEM_PREFIX):
+        return whole
+    keys = ", ".join(_ITEM_PREFIX)
+    row = con.execute(f"""
+        SELECT {keys} FROM (
+            SELECT {keys}, sum(count(*)) OVER (ORDER BY {keys}) AS upto
+            FROM settlement_items WHERE batch_id = ? GROUP BY {keys})
+        WHERE upto >= ? ORDER BY upto LIMIT 1""", [batch_id, n]).fetchone()
+    if row is None:
+        return whole
+    return f"batch_id = ? AND ({keys}) <= ({', '.join('?' for _ in row)})", [batch_id, *row]
 
 
 def _sql_lit(text: str) -> str:
