@@ -7,7 +7,8 @@ For each size: a child process generates the day straight into a fresh warehouse
 of rows without the merchant order number, N expected and N booked fund movements, yesterday's batch and a
 bank credit); then a second, fresh child process opens the warehouse and runs ``reconcile_day`` once inside a
 transaction. Reported: the matching wall time and the peak RSS of the matching process (the generator's
-memory is not counted), the config's DuckDB memory limit, and the break counts found.
+memory is not counted), the config's DuckDB memory limit, and the break counts found, which must equal the
+injected ones (``expected``; exit status 1 otherwise).
 """
 from __future__ import annotations
 
@@ -106,6 +107,17 @@ FROM channel_transactions WHERE business_date = $d::DATE - 1""")
     con.close()
 
 
+def expected(n: int) -> tuple[int, dict[str, int]]:
+    """What ``generate`` injected: (matched pairs, breaks by type) for n payments."""
+    def every(k: int) -> int:          # payments i < n with i % 1000 == k
+        return len(range(k, n, 1000))
+    matched = n - sum(every(k) for k in (1, 2, 3, 4)) + len(range(0, n, 20))   # + the refunds
+    breaks = {"missing_in_channel": every(1), "amount_mismatch": every(2), "fee_mismatch": every(3),
+              "status_mismatch": every(4), "duplicate": every(6), "missing_in_platform": every(7),
+              "long": every(8), "short": every(9) + (1 if n else 0)}              # + yesterday's batch, 1 short
+    return matched, {k: v for k, v in sorted(breaks.items()) if v}
+
+
 def match(warehouse: Path) -> dict:
     from recon.matching import reconcile_day
     from recon.warehouse import connect, transaction
@@ -153,6 +165,10 @@ def main() -> int:
               f"peak RSS {r['peak_rss_mb']} MB (memory_limit {MEMORY_LIMIT}); matched {r['matched']:,}; "
               f"breaks {r['breaks']}; (generation {gen:.0f} s)", flush=True)
         wh.unlink(missing_ok=True)
+        matched, breaks = expected(n)
+        if r["matched"] != matched or r["breaks"] != breaks:
+            print(f"WRONG RESULT: expected matched {matched:,}, breaks {breaks}", flush=True)
+            return 1
     return 0
 
 
