@@ -262,12 +262,12 @@ def _fingerprints(cur: duckdb.DuckDBPyConnection, table: str, day_col: str) -> d
 
 def _partition_sql(base: Path, table: str, day_col: str, columns: list[list[str]]) -> str:
     """The view of a partitioned table: its Parquet folder, columns in the warehouse's order and types.
-    union_by_name: partitions written before a migration added a column read it as NULL (a migration
-    also makes the next publish rewrite the table whole)."""
+    Every file of a table has the same columns (a table whose columns changed is rewritten whole), so
+    only the first file's schema is read when a query binds, not one footer per day."""
     glob = _sql_str(base / table / "*" / "*" / "*.parquet")
     cols = ", ".join(f"{_ident(c)}::{ty} AS {_ident(c)}" if c in (day_col, "channel") else _ident(c)
                      for c, ty in columns)
-    return (f"SELECT {cols} FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true, "
+    return (f"SELECT {cols} FROM read_parquet('{glob}', hive_partitioning = true, "
             f"hive_types = {{'{day_col}': DATE, 'channel': VARCHAR}})")
 
 
