@@ -385,6 +385,14 @@ def test_fast_rows_write_the_same_xml_as_openpyxl(world, tmp_path, monkeypatch):
     import reports._xlsx as xlsx
     from openpyxl import Workbook
 
+    import reports.excel as excel
+
+    class Frozen(datetime):   # the Summary says when it was generated, to the minute: the same for both
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 6, 6, 1, 2, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(excel, "datetime", Frozen)
     cfg, con = world
     seed_settlement(con, D)
     odd = [None, "", "  padded ", "#N/A", "a & b < c > d", "line\r\nbreak", "\x01ctl", "=1+2", "x" * 40_000,
