@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from recon.config import Config
 from recon.errors import UserError
 from loaders import internal_arrow
-from recon.warehouse import arrow_view
+from recon.warehouse import insert_arrow
 
 MONEY = pa.decimal128(18, 2)
 
@@ -279,10 +279,9 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, rows, d: date) -> int:
             "currency": _str(col("currency")),
             "expected_at": _ts_array(col("expected_at")),
         })
-        with arrow_view(con, "_platform_rows", arrow):
-            con.execute(
-                "INSERT INTO platform_expected_funds SELECT ?, ?, source_key, channel, order_no, refund_no, "
-                "direction, amount, currency, expected_at FROM _platform_rows", [d, table])
+        insert_arrow(con, "INSERT INTO platform_expected_funds SELECT ?, ?, source_key, channel, order_no, "
+                          "refund_no, direction, amount, currency, expected_at FROM _platform_rows",
+                     arrow, [d, table], name="_platform_rows")
         return len(rows)
     payment = name == "orders"
     arrow = pa.table({
@@ -297,9 +296,7 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, rows, d: date) -> int:
         "status": _status(col("status")),
         "event_time": _ts_array(col("paid_at" if payment else "refunded_at")),
     })
-    with arrow_view(con, "_platform_rows", arrow):
-        con.execute(
-            "INSERT INTO platform_orders SELECT ?, ?, source_key, ?, order_no, refund_no, channel, "
-            "channel_txn_id, merchant_id, amount, currency, status, event_time FROM _platform_rows",
-            [d, table, "payment" if payment else "refund"])
+    insert_arrow(con, "INSERT INTO platform_orders SELECT ?, ?, source_key, ?, order_no, refund_no, channel, "
+                      "channel_txn_id, merchant_id, amount, currency, status, event_time FROM _platform_rows",
+                 arrow, [d, table, "payment" if payment else "refund"], name="_platform_rows")
     return len(rows)

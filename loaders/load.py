@@ -20,11 +20,12 @@ from decimal import Decimal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import loaders.formats  # noqa: F401  (importing it registers every format)
 from loaders.base import FORMATS, FileError, ParsedFile
 from loaders.fetch.base import FetchedFile
-from recon.warehouse import arrow_view
+from recon.warehouse import insert_arrow
 
 TABLES = {"trade": "channel_transactions", "funds": "channel_funds_movements", "bank": "bank_statement_lines"}
 
@@ -65,19 +66,26 @@ def check_period(parsed: ParsedFile, business_date: date) -> None:
                         "refusing a statement for another day")
 
 
-def _totals(con: duckdb.DuckDBPyConnection, kind: str, rows: pa.Table) -> tuple[Decimal, Decimal, Decimal]:
+def _totals(kind: str, rows: pa.Table) -> tuple[Decimal, Decimal, Decimal]:
+    """Gross, fees and net of the file's rows (exact: Arrow sums DECIMAL(18,2) as DECIMAL(38,2))."""
+    def total(values) -> Decimal:
+        return pc.sum(values).as_py() or Decimal("0")
+
     zero = Decimal("0.00")
     if rows.num_rows == 0:
         return zero, zero, zero
-    with arrow_view(con, "_totals_rows", rows):
-        if kind == "trade":
-            sql = ("SELECT coalesce(sum(amount) FILTER (WHERE txn_type = 'payment'), 0), coalesce(sum(fee), 0), "
-                   "coalesce(sum(net), 0) FROM _totals_rows")
-        else:
-            sql = ("SELECT coalesce(sum(amount) FILTER (WHERE direction = 'in'), 0), 0, "
-                   "coalesce(sum(CASE direction WHEN 'in' THEN amount ELSE -amount END), 0) FROM _totals_rows")
-        gross, fees, net = con.execute(sql).fetchall()[0]
-    return Decimal(gross), Decimal(fees), Decimal(net)
+    amount = rows.column("amount")
+    if kind == "trade":
+        paid = pc.equal(rows.column("txn_type"), "payment")
+        gross = total(pc.filter(amount, pc.fill_null(paid, False)))
+        return _fen(gross), _fen(total(rows.column("fee"))), _fen(total(rows.column("net")))
+    inflow = pc.fill_null(pc.equal(rows.column("direction"), "in"), False)
+    gross = total(pc.filter(amount, inflow))
+    return _fen(gross), zero, _fen(gross - total(pc.filter(amount, pc.invert(inflow))))
+
+
+def _fen(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"))  # already exact to the fen: fixes the exponent only, never rounds
 
 
 def load_file(con: duckdb.DuckDBPyConnection, fetched: FetchedFile, parsed: ParsedFile, business_date: date,
@@ -94,7 +102,7 @@ def load_file(con: duckdb.DuckDBPyConnection, fetched: FetchedFile, parsed: Pars
     check_period(parsed, business_date)
     kind, table = parsed.kind, TABLES[parsed.kind]
     path = str(fetched.path)
-    gross, fees, net = _totals(con, kind, parsed.rows)
+    gross, fees, net = _totals(kind, parsed.rows)
     existing = con.execute(
         "SELECT file_id FROM loaded_files WHERE channel = ? AND business_date = ? AND kind = ? AND format = ? "
         "AND status = 'active'", [fetched.channel, business_date, kind, parsed.format]).fetchall()
@@ -114,10 +122,10 @@ def load_file(con: duckdb.DuckDBPyConnection, fetched: FetchedFile, parsed: Pars
     con.execute(f"DELETE FROM {table} WHERE file_id = ?", [fetched.sha256])
     con.execute("DELETE FROM quarantine WHERE file_id = ?", [fetched.sha256])
     if parsed.rows.num_rows:
-        with arrow_view(con, "_load_rows", parsed.rows):
-            cols = ", ".join(parsed.rows.schema.names)
-            con.execute(f"INSERT INTO {table} (business_date, channel, file_id, {cols}) "
-                        f"SELECT ?, ?, ?, {cols} FROM _load_rows", [business_date, fetched.channel, fetched.sha256])
+        cols = ", ".join(parsed.rows.schema.names)
+        insert_arrow(con, f"INSERT INTO {table} (business_date, channel, file_id, {cols}) "
+                          f"SELECT ?, ?, ?, {cols} FROM _load_rows", parsed.rows,
+                     [business_date, fetched.channel, fetched.sha256], name="_load_rows")
     now = datetime.now(timezone.utc)
     if parsed.quarantine:
         con.executemany(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import duckdb
+import pyarrow as pa
 
 from loaders.base import Quarantined
 from loaders.fetch import FetchedFile, NotYetAvailable, fetch_statement
@@ -166,12 +167,14 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
                 rejected.append((f, parsed.quarantine))
                 res = load_file(con, f, parsed, business_date, channel.quarantine_policy, result.run_id)
                 del parsed
+                _release_arrow_memory()
                 result.files.append(res)
                 state = "unchanged, already loaded" if res.skipped else (
                     f"restated (replaces {res.restated[:12]})" if res.restated else "loaded")
                 progress("load", f"{f.channel} {f.kind}: {res.rows} rows, {res.quarantined} quarantined, "
                                  f"footer {'ok' if res.footer_ok else res.footer_ok}; {state}")
             result.platform_rows = load_platform(con, cfg, business_date)
+            _release_arrow_memory()
             progress("load", "platform: " + ", ".join(f"{v} {k}" for k, v in result.platform_rows.items()))
             result.seconds["load"] = time.perf_counter() - t0
             stage, t0 = "match", time.perf_counter()
@@ -203,6 +206,16 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
     finally:
         if own:
             con.close()
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory of freed Arrow tables back to the system.
+
+    Arrow's allocator (mimalloc) keeps freed pages for reuse; after a 4.6M-row statement
+    is loaded they would stay resident (about 1 GiB) beside DuckDB's buffer pool for the
+    rest of the run.
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def _summary(result: DayResult) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import pyarrow as pa
 
 M = "DECIMAL(18,2)"
 
@@ -430,3 +431,19 @@ def arrow_view(con: duckdb.DuckDBPyConnection, name: str, table) -> Iterator[str
     finally:
         con.execute("SELECT 1").fetchall()   # finish any pending result before unregistering
         con.unregister(name)
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table, params: list | None = None,
+                 name: str = "_arrow_rows") -> None:
+    """Run ``sql`` (an INSERT … FROM ``name``) over an Arrow table scanned once, as a stream.
+
+    Inside an open transaction, DuckDB keeps a registered object alive until COMMIT, even
+    after ``unregister``: loading a day's statements through :func:`arrow_view` held every
+    parsed file in memory to the end of the run (4 GiB at ten million orders). Registered as
+    a record batch stream instead, each batch is released once DuckDB has read it, so only
+    what the caller still holds stays in memory.
+    """
+    stream = pa.RecordBatchReader.from_batches(table.schema, iter(table.to_batches()))
+    del table
+    with arrow_view(con, name, stream):
+        con.execute(sql, params or []).fetchall()
