@@ -22,7 +22,7 @@ from loaders.base import (
     MONEY, TRADE_SCHEMA, FileError, FooterCheck, ParsedFile, Quarantined, RowBuilder, RowError, mask_card, register,
 )
 from loaders.formats._tabular import (
-    Errors, Source, as_bool, blank_to_null, footer_check, is_zip, map_values, msum, zip_members,
+    ARCHIVE_ERRORS, Errors, Source, as_bool, blank_to_null, footer_check, is_zip, map_values, msum, zip_members,
 )
 
 ZM_WIDTHS = [3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21, 15, 1, 15,
@@ -222,6 +222,78 @@ def _records(recs: list[bytes], nums: list[int], types: dict, ccy: str, clearing
     return table, quarantine, sums
 
 
+def _record_blocks(zm: Source, out: RowBuilder, types: dict, ccy: str, clearing: date | None,
+                   sums: dict[str, Decimal], block_bytes: int = 64 << 20):
+    """Stream the ZM file: yield (line numbers, records) of full-length records, a block at a time.
+
+    Records of another length go one by one through :func:`_odd_record` into ``out``;
+    memory holds one block of the file, not the whole file.
+    """
+    line_no = 0
+    with zm.open() as fh:
+        while True:
+            try:
+                lines = fh.readlines(block_bytes)
+            except ARCHIVE_ERRORS as exc:
+                raise FileError(zm.label, f"cannot read: {exc}") from None
+            if not lines:
+                return
+            good_no: list[int] = []
+            good: list[bytes] = []
+            for rec in lines:
+                line_no += 1
+                rec = rec.rstrip(b"\n")
+                rec = rec[:-1] if rec.endswith(b"\r") else rec
+                if len(rec) == RECORD:
+                    good_no.append(line_no)
+                    good.append(rec)
+                elif rec.strip():
+                    _odd_record(rec, line_no, out, types, ccy, clearing, sums)
+            del lines
+            if good:
+                yield good_no, good
+
+
+def _odd_record(rec: bytes, line_no: int, out: RowBuilder, types: dict, ccy: str, clearing: date | None,
+                sums: dict[str, Decimal]) -> None:
+    """A record of unusual length: short ones padded (trailing blanks trimmed by some tools), the rest refused."""
+    try:
+        raw_text = rec.decode("gb18030")
+    except UnicodeDecodeError:
+        out.reject(line_no, rec.decode("gb18030", "replace"), None, "record is not valid GBK")
+        return
+    if len(rec) < OFFSETS[32][1] or len(rec) > RECORD:
+        out.reject(line_no, raw_text, None, f"record is {len(rec)} bytes, expected {RECORD}")
+        return
+    rec = rec + b" " * (RECORD - len(rec))
+
+    def build() -> dict[str, Any]:
+        kind = types.get(_field(rec, 20))
+        if kind is None:
+            raise RowError("交易类型", f"unknown 交易类型 {_field(rec, 20)!r} (交易代码 {_field(rec, 1)})")
+        txn_type, status = kind
+        amount = _fen(_field(rec, 7), "交易金额")
+        fee = _signed(_field(rec, 16), "商户手续费", credit_positive=False)   # D: the merchant pays
+        net = _signed(_field(rec, 17), "结算金额", credit_positive=True)
+        expect = (amount if txn_type == "payment" else -amount) - fee
+        if net != expect:
+            raise RowError("结算金额", f"结算金额 {net} is not 交易金额 {amount} less 手续费 {fee}")
+        query_id, orig = _field(rec, 10), _field(rec, 27)
+        refund = txn_type == "refund"
+        return {"txn_type": txn_type, "status": status,
+                "channel_txn_id": (orig or query_id) if refund else query_id,
+                "channel_refund_id": query_id if refund else None,
+                "merchant_order_no": _field(rec, 12) or None, "channel_merchant_id": _field(rec, 28) or None,
+                "currency": ccy, "amount": amount, "fee": fee, "net": net,
+                "txn_time": _when(_field(rec, 5), clearing), "card_no_masked": mask_card(_field(rec, 6))}
+
+    row = out.try_add(line_no, raw_text, build)
+    if row:
+        sums["gross"] += row["amount"] if row["txn_type"] == "payment" else -row["amount"]
+        sums["fee"] += row["fee"]
+        sums["net"] += row["net"]
+
+
 def _detect(head: bytes) -> bool:
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     return len(first) == RECORD and first[:1] == b"S" and first[3:4] == b" "
@@ -232,7 +304,6 @@ def _detect(head: bytes) -> bool:
 def parse_zm(path: Path, opts: dict[str, Any]) -> ParsedFile:
     """UnionPay 全渠道 ZM fixed-width file (+ RD summary), ZIP or bare."""
     zm, rd = _sources(path, opts)
-    data = zm.read_all()
     rd_text = None
     if rd is not None:
         raw = rd.read_all()
@@ -245,64 +316,20 @@ def parse_zm(path: Path, opts: dict[str, Any]) -> ParsedFile:
     ccy = opts.get("currency", "CNY")
     out = RowBuilder(TRADE_SCHEMA)
     sums = {"gross": Decimal("0.00"), "fee": Decimal("0.00"), "net": Decimal("0.00")}
-    lines = data.split(b"\n")
-    good_no: list[int] = []
-    good: list[bytes] = []
-    for line_no, rec in enumerate(lines, start=1):
-        rec = rec[:-1] if rec.endswith(b"\r") else rec
-        if len(rec) == RECORD:
-            good_no.append(line_no)
-            good.append(rec)
-            continue
-        if not rec.strip():
-            continue
-        try:
-            raw_text = rec.decode("gb18030")
-        except UnicodeDecodeError:
-            out.reject(line_no, rec.decode("gb18030", "replace"), None, "record is not valid GBK")
-            continue
-        if len(rec) < OFFSETS[32][1] or len(rec) > RECORD:
-            out.reject(line_no, raw_text, None, f"record is {len(rec)} bytes, expected {RECORD}")
-            continue
-        rec = rec + b" " * (RECORD - len(rec))      # trailing blanks trimmed by some tools
-
-        def build(rec: bytes = rec) -> dict[str, Any]:
-            kind = types.get(_field(rec, 20))
-            if kind is None:
-                raise RowError("交易类型", f"unknown 交易类型 {_field(rec, 20)!r} (交易代码 {_field(rec, 1)})")
-            txn_type, status = kind
-            amount = _fen(_field(rec, 7), "交易金额")
-            fee = _signed(_field(rec, 16), "商户手续费", credit_positive=False)   # D: the merchant pays
-            net = _signed(_field(rec, 17), "结算金额", credit_positive=True)
-            expect = (amount if txn_type == "payment" else -amount) - fee
-            if net != expect:
-                raise RowError("结算金额", f"结算金额 {net} is not 交易金额 {amount} less 手续费 {fee}")
-            query_id, orig = _field(rec, 10), _field(rec, 27)
-            refund = txn_type == "refund"
-            return {"txn_type": txn_type, "status": status,
-                    "channel_txn_id": (orig or query_id) if refund else query_id,
-                    "channel_refund_id": query_id if refund else None,
-                    "merchant_order_no": _field(rec, 12) or None, "channel_merchant_id": _field(rec, 28) or None,
-                    "currency": ccy, "amount": amount, "fee": fee, "net": net,
-                    "txn_time": _when(_field(rec, 5), clearing), "card_no_masked": mask_card(_field(rec, 6))}
-
-        row = out.try_add(line_no, raw_text, build)
-        if row:
-            sums["gross"] += row["amount"] if row["txn_type"] == "payment" else -row["amount"]
-            sums["fee"] += row["fee"]
-            sums["net"] += row["net"]
-    del lines
-    tables = [out.table()]
-    quarantine = list(out.quarantine)
-    for start in range(0, len(good), 200_000):      # the common case, column-wise in Arrow
-        t, q, s3 = _records(good[start:start + 200_000], good_no[start:start + 200_000], types, ccy, clearing)
+    tables: list[pa.Table] = []
+    quarantine: list[Quarantined] = []
+    for good_no, good in _record_blocks(zm, out, types, ccy, clearing, sums):
+        # the common case (full-length records), column-wise in Arrow
+        t, q, s3 = _records(good, good_no, types, ccy, clearing)
         tables.append(t)
         quarantine += q
         for k in sums:
             sums[k] += s3[k]
+    tables.insert(0, out.table())
+    quarantine += out.quarantine
     quarantine.sort(key=lambda q: q.line_no or 0)
     table = pa.concat_tables(tables)
-    if len(tables) > 2 or (tables[0].num_rows and tables[1:] and tables[1].num_rows):
+    if tables[0].num_rows and len(tables) > 1:    # odd-length records interleave with the blocks
         table = table.take(pc.sort_indices(table.column("line_no")))
     parsed_rows = table.num_rows
     footer = FooterCheck(None, "no RD summary report beside the ZM file")
