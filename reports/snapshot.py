@@ -36,9 +36,13 @@ manifest's — days never published (a first publish, or days a ``recon run
 restated statement, released settlement holds) and days that disappeared (their
 folders are removed). A table whose columns changed (a migration), or a snapshot
 without a fingerprint (first publish, older layout), is republished whole; so is
-everything with ``full=True``. Finding the changed days reads only the day column
-and ``amount`` of each partitioned table: that is the one part proportional to the
-history, and it is cheap (compressed columns, no writes).
+everything with ``full=True``. What still grows with the history, cheaply: finding
+the changed days (reads the day column and ``amount`` of each partitioned table,
+and hashes the breaks), and the whole copies of the small tables (breaks and their
+audit trail grow at well under 1% of the transaction rate). Not detected: a change
+to an earlier day of a big table that keeps its row count and ``sum(amount)`` (no
+pipeline step does that: they delete and insert a day's rows); after such a manual
+fix, publish with ``full=True``.
 
 Consistency
 -----------
@@ -49,8 +53,9 @@ temporary names and renamed into place one at a time (``os.replace``): a reader
 never sees a half-written file. Order: the manifest first forgets the days about
 to move (so a publish that dies half-way leaves them to be rewritten by the next
 one), the new Parquet files of the changed days are moved in (then stale files of
-those days removed), then ``recon.duckdb`` is replaced, then ``manifest.json``. The whole-copied tables of a ``recon.duckdb``
-connection stay as they were when it was opened; its views read the Parquet
+those days removed), then ``recon.duckdb`` is replaced, then ``manifest.json``.
+The whole-copied tables of a ``recon.duckdb`` connection stay as they were when
+it was opened; its views read the Parquet
 folders as they are at query time. So for the few moments a publish spends
 moving files, a query may already see the new day in some partitioned tables and
 not yet in others (days before the published one do not move unless they changed);
