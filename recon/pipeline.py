@@ -261,32 +261,46 @@ def _summary(result: DayResult) -> dict:
 def report_day(cfg: Config, business_date: date, con: duckdb.DuckDBPyConnection | None = None,
                progress: Progress = _quiet, publish: bool = True) -> dict[str, str]:
     """Workbooks, payout files and the analyst snapshot, from the warehouse alone."""
-    from reports.excel import write_discrepancy_report, write_settlement_report
     from reports.snapshot import publish_snapshot
-    from settlement.payout import write_payout_files
 
     own = con is None
     con = con or open_warehouse(cfg)
+    snapshot_con = con.cursor() if publish else None
     try:
-        out_dir = Path(cfg.output_dir) / "reports" / business_date.isoformat()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        outputs = {"discrepancy_report": str(write_discrepancy_report(con, cfg, business_date, out_dir))}
-        progress("report", f"discrepancy report {outputs['discrepancy_report']}")
-        # Every batch the day's run wrote into (released holds and adjustments included).
-        batches = con.execute("SELECT DISTINCT batch_id FROM settlement_items WHERE run_date = ? ORDER BY 1",
-                              [business_date]).fetchall()
-        for (batch_id,) in batches:
-            outputs[f"settlement_report:{batch_id}"] = str(write_settlement_report(con, cfg, batch_id, out_dir))
-            for p in write_payout_files(con, cfg, batch_id, out_dir):
-                outputs[f"payout:{p.name}"] = str(p)
-            progress("report", f"settlement batch {batch_id}: workbook and payout files in {out_dir}")
-        if publish:
-            outputs["snapshot"] = str(publish_snapshot(cfg, business_date, con=con))
-            progress("report", f"analyst snapshot {outputs['snapshot']}")
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool:
+            # The snapshot copies committed data through its own connection; it runs beside the
+            # workbooks (Python-bound) so the two use both cores.
+            snapshot = pool.submit(publish_snapshot, cfg, business_date, con=snapshot_con) if publish else None
+            outputs = _write_reports(con, cfg, business_date, progress)
+            if snapshot is not None:
+                outputs["snapshot"] = str(snapshot.result())
+                progress("report", f"analyst snapshot {outputs['snapshot']}")
         return outputs
     finally:
+        if snapshot_con is not None:
+            snapshot_con.close()
         if own:
             con.close()
+
+
+def _write_reports(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date,
+                   progress: Progress) -> dict[str, str]:
+    from reports.excel import write_discrepancy_report, write_settlement_report
+    from settlement.payout import write_payout_files
+
+    out_dir = Path(cfg.output_dir) / "reports" / business_date.isoformat()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {"discrepancy_report": str(write_discrepancy_report(con, cfg, business_date, out_dir))}
+    progress("report", f"discrepancy report {outputs['discrepancy_report']}")
+    # Every batch the day's run wrote into (released holds and adjustments included).
+    batches = con.execute("SELECT DISTINCT batch_id FROM settlement_items WHERE run_date = ? ORDER BY 1",
+                          [business_date]).fetchall()
+    for (batch_id,) in batches:
+        outputs[f"settlement_report:{batch_id}"] = str(write_settlement_report(con, cfg, batch_id, out_dir))
+        for p in write_payout_files(con, cfg, batch_id, out_dir):
+            outputs[f"payout:{p.name}"] = str(p)
+        progress("report", f"settlement batch {batch_id}: workbook and payout files in {out_dir}")
+    return outputs
 
 
 def run_day(cfg: Config, business_date: date, progress: Progress = _quiet) -> DayResult:
