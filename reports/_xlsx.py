@@ -209,6 +209,7 @@ class _FastRows:
         self.styles: dict[tuple, str] = {}
         self.epoch = ws.parent.epoch
         self.letters: list[str] = []
+        self.dates: dict[date, str] = {}
         convert, write = ws._values_to_row, ws._writer.write_row
         ws._values_to_row = lambda row, idx: row if type(row) is _RawRow else convert(row, idx)
         ws._writer.write_row = lambda xf, row, idx: xf.write(row[0]) if type(row) is _RawRow else write(xf, row, idx)
@@ -262,18 +263,26 @@ class _FastRows:
                 space = ' xml:space="preserve"' if text != text.strip() else ""
                 out.append(f'<c r="{ref}"{style} t="inlineStr"><is><t{space}>{text.translate(_XML_TEXT)}</t></is></c>')
                 continue
+            if t is int or (t is Decimal and value.is_finite()):   # safe_string's own formatting
+                style = self._style(("n", kind == "money", t is int, id(fill)), value, kind, fill)
+                out.append(f'<c r="{ref}"{style} t="n"><v>{"%.16g" % value}</v></c>')
+                continue
+            if t is date:                     # few distinct dates per table: their serials are kept
+                style = self._style(("d", id(fill)), value, kind, fill)
+                serial = self.dates.get(value)
+                if serial is None:
+                    serial = self.dates[value] = safe_string(to_excel(value, self.epoch))
+                out.append(f'<c r="{ref}"{style} t="n"><v>{serial}</v></c>')
+                continue
             if t is datetime:
                 if value.tzinfo is not None:
                     value = value.replace(tzinfo=None)
-                key = ("dt", id(fill))
-            elif t is date:
-                key = ("d", id(fill))
-            elif t is Decimal or t is int or t is float:
-                key = ("n", kind == "money", t is int, id(fill))
+                num, key = to_excel(value, self.epoch), ("dt", id(fill))
+            elif t is float:
+                num, key = value, ("n", kind == "money", False, id(fill))
             else:
                 return None
             style = self._style(key, value, kind, fill)
-            num = to_excel(value, self.epoch) if key[0] in ("d", "dt") else value
             out.append(f'<c r="{ref}"{style} t="n"><v>{safe_string(num)}</v></c>')
         out.append("</row>")
         return _RawRow((etree.fromstring("".join(out)),))
