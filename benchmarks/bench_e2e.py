@@ -127,7 +127,8 @@ def usable_channels(workdir: Path) -> tuple[list[str], dict[str, str]]:
 # ----------------------------------------------------------------------------- the pipeline (child process)
 # Functions timed inside `run_day` (module, name): wall and CPU seconds per call, summed.
 PROFILED = (("recon.pipeline", "fetch_day"), ("recon.pipeline", "parse_fetched"), ("recon.pipeline", "load_file"),
-            ("recon.pipeline", "load_platform"), ("recon.pipeline", "reconcile_day"),
+            ("recon.pipeline", "read_platform"), ("recon.pipeline", "load_staged"),
+            ("recon.pipeline", "reconcile_day"),
             ("settlement.engine", "settle_day"), ("reports.excel", "write_discrepancy_report"),
             ("reports.excel", "write_settlement_report"), ("settlement.payout", "write_payout_files"),
             ("reports.snapshot", "publish_snapshot"))

@@ -90,7 +90,8 @@ def table(results: list[dict], command: str) -> str:
                          f"{pd_.get('error', 'not run')[:80]} | | | | {floor} | |")
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        core = ("fetch_day", "parse_fetched", "load_file", "load_platform", "reconcile_day", "settle_day")
+        core = ("fetch_day", "parse_fetched", "load_file", "read_platform", "load_staged", "reconcile_day",
+                "settle_day")
 
         def core_cpu(r: dict) -> float:
             return sum(r["pipeline"].get("profile", {}).get(k, {}).get("cpu", 0.0) for k in core)

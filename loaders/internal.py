@@ -20,17 +20,20 @@ float cannot be trusted to the fen.
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from datetime import date, datetime, time, timedelta
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from recon.config import Config
 from recon.errors import UserError
 from loaders import internal_arrow
-from recon.warehouse import insert_arrow
 
 MONEY = pa.decimal128(18, 2)
 
@@ -221,39 +224,99 @@ COLUMNS = {
 SOURCE_TABLE = {"orders": "payment_orders", "refunds": "refund_orders", "expected_funds": "expected_fund_movements"}
 
 
+ORDERS_COLUMNS = ["source_key", "source_table", "order_type", "order_no", "refund_no", "channel", "channel_txn_id",
+                  "merchant_id", "amount", "currency", "status", "event_time"]
+FUNDS_COLUMNS = ["source_key", "source_table", "channel", "order_no", "refund_no", "direction", "amount", "currency",
+                 "expected_at"]
+
+
+@dataclass(frozen=True)
+class StagedPlatform:
+    """The day's platform rows read into Parquet files under ``folder``, ready to load."""
+
+    folder: Path
+    counts: dict[str, int]
+
+    def files(self, target: str) -> list[str]:
+        return sorted(str(f) for f in self.folder.glob(f"{target}.*.parquet"))
+
+
 def load_platform(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date) -> dict[str, int]:
     """Replace the day's platform_orders and platform_expected_funds; returns row counts."""
+    with tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as folder:
+        return load_staged(con, read_platform(cfg, business_date, Path(folder)), business_date)
+
+
+def staging_parent(cfg: Config) -> Path:
+    """Where the platform rows are staged: beside the warehouse (same disk, same permissions)."""
+    parent = Path(cfg.warehouse).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def read_platform(cfg: Config, business_date: date, folder: Path) -> StagedPlatform:
+    """Read the day's platform rows into Parquet files in ``folder`` (no warehouse involved).
+
+    Runs in a thread of its own beside the statement loading (:func:`recon.pipeline.process_day`):
+    the database read (ADBC), the conversions and the Parquet writes all run in C++, outside the GIL.
+    """
     engine = engine_for(cfg)
+    try:
+        counts = {name: _stage_query(engine, cfg, name, business_date, folder) for name in COLUMNS}
+    finally:
+        engine.dispose()
+    return StagedPlatform(folder, counts)
+
+
+def load_staged(con: duckdb.DuckDBPyConnection, staged: StagedPlatform, business_date: date) -> dict[str, int]:
+    """Replace the day's platform rows with the staged ones (inside the caller's transaction)."""
     con.execute("DELETE FROM platform_orders WHERE business_date = ?", [business_date])
     con.execute("DELETE FROM platform_expected_funds WHERE business_date = ?", [business_date])
-    counts = {name: _load_query(con, engine, cfg, name, business_date) for name in COLUMNS}
+    for table, cols in (("platform_orders", ORDERS_COLUMNS), ("platform_expected_funds", FUNDS_COLUMNS)):
+        files = staged.files(table)
+        if files:
+            names = ", ".join(cols)
+            con.execute(f"INSERT INTO {table} (business_date, {names}) SELECT ?, {names} FROM read_parquet(?)",
+                        [business_date, files])
     bad = con.execute(
         "SELECT source_table, source_key, status FROM platform_orders WHERE business_date = ? AND status NOT IN "
         "('success', 'pending', 'failed', 'closed') LIMIT 1", [business_date]).fetchone()
     if bad:
         raise InternalSourceError(f"{bad[0]} {bad[1]}: unknown status {bad[2]!r} "
                                   "(expected success, pending, failed or closed)")
-    return counts
+    return dict(staged.counts)
 
 
-def _load_query(con: duckdb.DuckDBPyConnection, engine: sa.Engine, cfg: Config, name: str, d: date) -> int:
-    """Insert one query's rows for day ``d``: Arrow batches when the driver allows, else DBAPI chunks."""
+def _stage_query(engine: sa.Engine, cfg: Config, name: str, d: date, folder: Path) -> int:
+    """Write one query's rows to ``<target>.<name>.parquet``: Arrow batches when the driver allows, else DBAPI."""
     src = cfg.internal_source
     start, end = day_window(d)
+    target = "platform_expected_funds" if name == "expected_funds" else "platform_orders"
+    path = folder / f"{target}.{name}.parquet"
     if internal_arrow.supports(engine):
         batches = internal_arrow.read_batches(engine, src.queries[name], _params(engine, start, end),
                                               COLUMNS[name], "amount", src.chunk_rows)
         try:
-            return sum(_insert(con, name, batch, d) for batch in batches)
+            return _write(path, name, batches)
         except internal_arrow.driver_errors():
-            # Read it again row by row: that path names the offending query, column or value.
-            if name == "expected_funds":
-                con.execute("DELETE FROM platform_expected_funds WHERE business_date = ?", [d])
-            else:
-                con.execute("DELETE FROM platform_orders WHERE business_date = ? AND source_table = ?",
-                            [d, SOURCE_TABLE[name]])
-    return sum(_insert(con, name, rows, d)
-               for rows in _read(engine, name, src.queries[name], start, end, src.chunk_rows))
+            path.unlink(missing_ok=True)  # read it again row by row: that path names the query, column or value
+    return _write(path, name, _read(engine, name, src.queries[name], start, end, src.chunk_rows))
+
+
+def _write(path: Path, name: str, chunks) -> int:
+    """Convert each chunk column-wise and append it to the Parquet file at ``path`` (replaced)."""
+    n, writer = 0, None
+    try:
+        for rows in chunks:
+            table = _convert(name, rows)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="lz4")
+            writer.write_table(table)
+            n += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return n
 
 
 def _refuse_floats(rows, name: str) -> None:
@@ -265,29 +328,29 @@ def _refuse_floats(rows, name: str) -> None:
                                   "store money as DECIMAL, integer fen or text")
 
 
-def _insert(con: duckdb.DuckDBPyConnection, name: str, rows, d: date) -> int:
-    """Convert one chunk column-wise and insert it; returns its row count."""
+def _convert(name: str, rows) -> pa.Table:
+    """One chunk as the warehouse's columns (:data:`ORDERS_COLUMNS` or :data:`FUNDS_COLUMNS`)."""
     _refuse_floats(rows, name)
     table = SOURCE_TABLE[name]
     keys = _column(rows, COLUMNS[name][0], name)
     col = lambda c: _column(rows, c, name)  # noqa: E731
+    n = len(rows)
     if name == "expected_funds":
-        arrow = pa.table({
+        return pa.table({
             "source_key": _text(keys),
+            "source_table": pa.repeat(pa.scalar(table), n),
             **{c: _str(col(c)) for c in ("channel", "order_no", "refund_no", "direction")},
             "amount": _money_array(col("amount"), table, keys),
             "currency": _str(col("currency")),
             "expected_at": _ts_array(col("expected_at")),
         })
-        insert_arrow(con, "INSERT INTO platform_expected_funds SELECT ?, ?, source_key, channel, order_no, "
-                          "refund_no, direction, amount, currency, expected_at FROM _platform_rows",
-                     arrow, [d, table], name="_platform_rows")
-        return len(rows)
     payment = name == "orders"
-    arrow = pa.table({
+    return pa.table({
         "source_key": _text(keys),
+        "source_table": pa.repeat(pa.scalar(table), n),
+        "order_type": pa.repeat(pa.scalar("payment" if payment else "refund"), n),
         "order_no": _text(col("order_no")),
-        "refund_no": pa.nulls(len(rows), pa.string()) if payment else _str(keys),
+        "refund_no": pa.nulls(n, pa.string()) if payment else _str(keys),
         "channel": _str(col("channel")),
         "channel_txn_id": _str(col("channel_txn_id" if payment else "channel_refund_id")),
         "merchant_id": _str(col("merchant_id")),
@@ -296,7 +359,3 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, rows, d: date) -> int:
         "status": _status(col("status")),
         "event_time": _ts_array(col("paid_at" if payment else "refunded_at")),
     })
-    insert_arrow(con, "INSERT INTO platform_orders SELECT ?, ?, source_key, ?, order_no, refund_no, channel, "
-                      "channel_txn_id, merchant_id, amount, currency, status, event_time FROM _platform_rows",
-                 arrow, [d, table, "payment" if payment else "refund"], name="_platform_rows")
-    return len(rows)

@@ -15,6 +15,7 @@ functions: ``fetch_day``, ``process_day``, ``report_day``, ``run_day``.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -30,7 +31,7 @@ import pyarrow as pa
 from loaders.base import ParsedFile, Quarantined
 from loaders.fetch import FetchedFile, NotYetAvailable, fetch_statement
 from loaders.fetch.landing import Landing
-from loaders.internal import load_platform
+from loaders.internal import load_staged, read_platform, staging_parent
 from loaders.load import LoadResult, load_file, parse_fetched
 from recon.config import Config
 from recon.errors import UserError
@@ -160,7 +161,10 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
     try:
         _record_run(con, result.run_id, business_date, cfg, "running", stage)
         t0 = time.perf_counter()
-        with transaction(con):
+        with tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform") as pool, transaction(con):
+            # The platform database is read in a thread of its own while the statements load.
+            platform = pool.submit(read_platform, cfg, business_date, Path(staging))
             for f, parsed in _parsed_in_turn(cfg, files):
                 rejected.append((f, parsed.quarantine))
                 channel = cfg.channel(f.channel)
@@ -172,7 +176,7 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
                     f"restated (replaces {res.restated[:12]})" if res.restated else "loaded")
                 progress("load", f"{f.channel} {f.kind}: {res.rows} rows, {res.quarantined} quarantined, "
                                  f"footer {'ok' if res.footer_ok else res.footer_ok}; {state}")
-            result.platform_rows = load_platform(con, cfg, business_date)
+            result.platform_rows = load_staged(con, platform.result(), business_date)
             _release_arrow_memory()
             progress("load", "platform: " + ", ".join(f"{v} {k}" for k, v in result.platform_rows.items()))
             result.seconds["load"] = time.perf_counter() - t0
