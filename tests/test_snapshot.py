@@ -40,6 +40,8 @@ def test_snapshot_has_committed_data_only_and_the_views(tmp_path):
     batch = seed_settlement(con, D1)
     snap = publish_snapshot(cfg, D1, con=con)
     assert snap == snapshot_db_path(cfg) == cfg.snapshot_path / "recon.duckdb"
+    # the publish's own settings stay on its cursor: the pipeline's connection keeps its row order
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0] is True
 
     # A second day being written in an open transaction on the writer connection...
     con.execute("BEGIN TRANSACTION")
