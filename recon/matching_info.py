@@ -29,17 +29,9 @@ COMPATIBLE_STATUS_SQL = """
 """
 
 
-def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
-    """TEMP TABLE info_pairs: one row per (channel, match key, occurrence) with its outcome.
-
-    One statement over narrow rows. The match key is joined as its parts, the kind ``kt`` (``payment`` /
-    ``refund``) and the number ``kno`` (match_key = ``kt:kno``, built by the ``info_sources`` view for the
-    rows written out), so no key strings are built for the join. Occurrence numbers are computed only for
-    keys that repeat on a side (rare); every other row is occurrence 1.
-    """
-    con.execute(f"""
-CREATE OR REPLACE TEMP TABLE info_pairs AS
-WITH p_rows AS NOT MATERIALIZED (
+# The platform rows in play: the day's, plus those of carried missing_in_channel breaks; ``kt``/``kno``: the
+# kind and number of the match key (match_key = kt:kno).
+P_ALL = """
     SELECT channel, CASE order_type WHEN 'payment' THEN 'payment' ELSE 'refund' END AS kt,
            CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END AS kno,
            business_date, source_table, source_key, order_type, order_no, refund_no, channel_txn_id, merchant_id,
@@ -58,9 +50,34 @@ WITH p_rows AS NOT MATERIALIZED (
           ON po.business_date = k.business_date AND po.channel = k.channel
          AND po.source_table || ':' || po.source_key = k.platform_source
         WHERE k.flow = 'information' AND k.type = 'missing_in_channel')
-    -- a row without a number has no key: it can pair with nothing and is no break
-    WHERE CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NOT NULL
-), p_rep AS (   -- keys that repeat among the platform rows (rare)
+"""
+
+
+def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
+    """TEMP TABLE info_pairs: one row per (channel, match key, occurrence) with its outcome.
+
+    One statement over narrow rows. The match key is joined as its parts, the kind ``kt`` (``payment`` /
+    ``refund``) and the number ``kno`` (match_key = ``kt:kno``, built by the ``info_sources`` view for the
+    rows written out), so no key strings are built for the join. Occurrence numbers are computed only for
+    keys that repeat on a side (rare); every other row is occurrence 1.
+    """
+    # A row without a key number (a refund without refund_no) pairs with nothing; such rows are numbered per
+    # channel, as rows of one NULL match key were. Platform rows like that hardly ever exist and their branch
+    # costs the optimiser a materialised scan, so it is there only when some may be in play.
+    p_rows, p_null = f"""p_rows AS NOT MATERIALIZED (SELECT * FROM ({P_ALL}) WHERE kno IS NOT NULL""", ""
+    if con.execute("""
+SELECT count(*) FROM platform_orders
+WHERE (business_date = $d OR business_date IN (SELECT business_date FROM carry))
+  AND CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NULL""", {"d": d}).fetchone()[0]:
+        p_rows = f"""p_all AS NOT MATERIALIZED ({P_ALL}), p_rows AS NOT MATERIALIZED (
+    SELECT * FROM p_all WHERE kno IS NOT NULL"""
+        p_null = """    UNION ALL
+    SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.event_time, r.business_date, r.source_key)
+    FROM p_all r WHERE r.kno IS NULL
+"""
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE info_pairs AS
+WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
     SELECT channel, kt, kno FROM p_rows GROUP BY ALL HAVING count(*) > 1
 ), p AS (
     SELECT r.*, 1::BIGINT AS occ FROM p_rows r ANTI JOIN p_rep USING (channel, kt, kno)
@@ -68,7 +85,7 @@ WITH p_rows AS NOT MATERIALIZED (
     SELECT r.*, row_number() OVER (PARTITION BY r.channel, r.kt, r.kno
                                    ORDER BY r.event_time, r.business_date, r.source_key) AS occ
     FROM p_rows r SEMI JOIN p_rep USING (channel, kt, kno)
-), ids AS (   -- the channel's id -> the platform's number, among the platform rows in play
+{p_null}), ids AS (   -- the channel's id -> the platform's number, among the platform rows in play
     SELECT channel, order_type, channel_txn_id, min(kno) AS k
     FROM p_rows WHERE channel_txn_id IS NOT NULL GROUP BY ALL
 ), c_rows AS MATERIALIZED (
@@ -99,15 +116,17 @@ WITH p_rows AS NOT MATERIALIZED (
         LEFT JOIN ids i
           ON i.channel = r.channel AND i.order_type = r.txn_type
          AND i.channel_txn_id = CASE r.txn_type WHEN 'payment' THEN r.channel_txn_id ELSE r.channel_refund_id END)
-    WHERE kno IS NOT NULL
 ), c_rep AS (   -- keys that repeat among the channel rows (rare)
-    SELECT channel, kt, kno FROM c_rows GROUP BY ALL HAVING count(*) > 1
+    SELECT channel, kt, kno FROM c_rows WHERE kno IS NOT NULL GROUP BY ALL HAVING count(*) > 1
 ), c AS (
-    SELECT r.*, 1::BIGINT AS occ FROM c_rows r ANTI JOIN c_rep USING (channel, kt, kno)
+    SELECT r.*, 1::BIGINT AS occ FROM c_rows r ANTI JOIN c_rep USING (channel, kt, kno) WHERE r.kno IS NOT NULL
     UNION ALL
     SELECT r.*, row_number() OVER (PARTITION BY r.channel, r.kt, r.kno
                                    ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no) AS occ
     FROM c_rows r SEMI JOIN c_rep USING (channel, kt, kno)
+    UNION ALL   -- rows without a key: numbered per channel, as rows of one NULL match key
+    SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no)
+    FROM c_rows r WHERE r.kno IS NULL
 )
 SELECT coalesce(p.channel, c.channel) AS channel, coalesce(p.kt, c.kt) AS kt, coalesce(p.kno, c.kno) AS kno,
        coalesce(p.occ, c.occ) AS occ,
