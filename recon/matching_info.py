@@ -61,19 +61,32 @@ def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
     rows written out), so no key strings are built for the join. Occurrence numbers are computed only for
     keys that repeat on a side (rare); every other row is occurrence 1.
     """
-    # A row without a key number (a refund without refund_no) pairs with nothing; such rows are numbered per
-    # channel, as rows of one NULL match key were. Platform rows like that hardly ever exist and their branch
-    # costs the optimiser a materialised scan, so it is there only when some may be in play.
-    p_rows, p_null = f"""p_rows AS NOT MATERIALIZED (SELECT * FROM ({P_ALL}) WHERE kno IS NOT NULL""", ""
-    if con.execute("""
-SELECT count(*) FROM platform_orders
-WHERE (business_date = $d OR business_date IN (SELECT business_date FROM carry))
-  AND CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NULL""", {"d": d}).fetchone()[0]:
+    # A row without any key number (a platform refund without refund_no; a channel row without any id or
+    # merchant number) pairs with nothing; such rows are numbered per channel, as rows of one NULL match key
+    # were. They hardly ever exist and their branches cost the optimiser a materialised scan, so they are
+    # there only when some may be in play (the checks may find more rows than are in play, never fewer).
+    p_rows, p_null = f"""p_rows AS NOT MATERIALIZED ({P_ALL}    WHERE CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NOT NULL""", ""
+    c_filter, c_null = "    WHERE kno IS NOT NULL\n", ""
+    keyless_p, keyless_c = con.execute("""
+SELECT (SELECT count(*) FROM platform_orders
+        WHERE (business_date = $d OR business_date IN (SELECT business_date FROM carry))
+          AND CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NULL),
+       (SELECT count(*) FROM channel_transactions
+        WHERE (business_date = $d OR file_id IN (SELECT file_id FROM carry))
+          AND merchant_order_no IS NULL AND channel_txn_id IS NULL
+          AND (txn_type = 'payment' OR (merchant_refund_no IS NULL AND channel_refund_id IS NULL)))""",
+                                       {"d": d}).fetchone()
+    if keyless_p:
         p_rows = f"""p_all AS NOT MATERIALIZED ({P_ALL}), p_rows AS NOT MATERIALIZED (
     SELECT * FROM p_all WHERE kno IS NOT NULL"""
         p_null = """    UNION ALL
     SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.event_time, r.business_date, r.source_key)
     FROM p_all r WHERE r.kno IS NULL
+"""
+    if keyless_c:
+        c_filter, c_null = "", """    UNION ALL
+    SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no)
+    FROM c_rows r WHERE r.kno IS NULL
 """
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE info_pairs AS
@@ -116,7 +129,7 @@ WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
         LEFT JOIN ids i
           ON i.channel = r.channel AND i.order_type = r.txn_type
          AND i.channel_txn_id = CASE r.txn_type WHEN 'payment' THEN r.channel_txn_id ELSE r.channel_refund_id END)
-), c_rep AS (   -- keys that repeat among the channel rows (rare)
+{c_filter}), c_rep AS (   -- keys that repeat among the channel rows (rare)
     SELECT channel, kt, kno FROM c_rows WHERE kno IS NOT NULL GROUP BY ALL HAVING count(*) > 1
 ), c AS (
     SELECT r.*, 1::BIGINT AS occ FROM c_rows r ANTI JOIN c_rep USING (channel, kt, kno) WHERE r.kno IS NOT NULL
@@ -124,10 +137,7 @@ WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
     SELECT r.*, row_number() OVER (PARTITION BY r.channel, r.kt, r.kno
                                    ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no) AS occ
     FROM c_rows r SEMI JOIN c_rep USING (channel, kt, kno)
-    UNION ALL   -- rows without a key: numbered per channel, as rows of one NULL match key
-    SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no)
-    FROM c_rows r WHERE r.kno IS NULL
-)
+{c_null})
 SELECT coalesce(p.channel, c.channel) AS channel, coalesce(p.kt, c.kt) AS kt, coalesce(p.kno, c.kno) AS kno,
        coalesce(p.occ, c.occ) AS occ,
        coalesce(p.order_type, c.txn_type) AS txn_type,
