@@ -55,7 +55,10 @@ def table(results: list[dict], command: str) -> str:
                        key=lambda k: -results[-1]["pipeline"].get("profile", {}).get(k, {}).get("wall", 0))
     if prof_keys:
         lines += ["", "Where the time goes inside `run_day` (wall / CPU seconds summed over calls; "
-                      "peak RSS of the process while the function ran):", "",
+                      "peak RSS of the process while the function ran). CPU is the whole process's while "
+                      "the function ran: functions that run side by side (`read_platform` in its thread "
+                      "beside `parse_fetched` and `load_file`; `publish_snapshot` beside the workbooks and "
+                      "payout files) each count the other's too.", "",
                   "| function | " + " | ".join(f"{r['orders']:,}" for r in results) + " |",
                   "|---" + "|---:" * len(results) + "|"]
         for k in prof_keys:
