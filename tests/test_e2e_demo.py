@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+from pathlib import Path
+
 import pytest
 
 from recon import cli
@@ -90,7 +92,11 @@ def snapshot(con):
     return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
 
 
-@pytest.mark.parametrize("fail_in", ["settlement.engine.settle_day", "recon.pipeline.reconcile_day"])
+@pytest.mark.parametrize("fail_in", [
+    "settlement.engine.settle_day", "recon.pipeline.reconcile_day",
+    "recon.pipeline.parse_fetched",    # in the thread that parses the next file
+    "recon.pipeline.read_platform",    # in the thread that reads the platform database
+])
 def test_a_run_that_fails_halfway_leaves_the_warehouse_as_it_was(demo_cfg, monkeypatch, fail_in):
     run_day(demo_cfg, DEMO_DATE)
     con = connect(demo_cfg.warehouse)
@@ -109,6 +115,7 @@ def test_a_run_that_fails_halfway_leaves_the_warehouse_as_it_was(demo_cfg, monke
     assert expected != before
     status = con.execute("SELECT status, message FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
     assert status == [("failed", "injected failure")]
+    assert not list(Path(demo_cfg.warehouse).parent.glob(".platform-*"))   # the staging folder is gone
     con.close()
 
 
