@@ -10,8 +10,11 @@ errors.
 
 The queries (``InternalSource.queries``) take ``:start`` and ``:end``, the
 business day in the platform time zone as naive local timestamps. Rows are
-streamed in chunks into Arrow and inserted into DuckDB, replacing that day's
-platform rows (inside the caller's transaction).
+streamed in chunks into Arrow and written to Parquet staging files
+(:func:`read_platform`, which needs no warehouse and runs in a thread of its own
+while the statements load), then inserted into DuckDB in one statement per table,
+replacing that day's platform rows inside the caller's transaction
+(:func:`load_staged`). :func:`load_platform` does both.
 
 Money must arrive exact: DECIMAL columns (returned as ``Decimal``), integers or
 text. A float from the database is refused with the table and key named; a
@@ -22,8 +25,8 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -31,9 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from loaders import internal_arrow
 from recon.config import Config
 from recon.errors import UserError
-from loaders import internal_arrow
 
 MONEY = pa.decimal128(18, 2)
 
