@@ -154,8 +154,12 @@ def _keys(workdir: Path) -> tuple[Path, str, Path, str]:
     return host_key, host_pub, client_key, client_pub
 
 
-def start_openssh(workdir: Path, root: Path) -> SshServer:
-    """Start /usr/sbin/sshd on a free loopback port; raise RuntimeError if it cannot."""
+def start_openssh(workdir: Path, root: Path, denied: str = "") -> SshServer:
+    """Start /usr/sbin/sshd on a free loopback port; raise RuntimeError if it cannot.
+
+    ``denied``: SFTP requests the server refuses with "permission denied" (``internal-sftp -P``,
+    e.g. ``"open"``): how a permission problem looks to the client even though the tests run as root.
+    """
     if not os.path.exists(SSHD):
         raise RuntimeError(f"{SSHD} is not installed (Debian package openssh-server)")
     if os.geteuid() != 0:
@@ -179,7 +183,8 @@ def start_openssh(workdir: Path, root: Path) -> SshServer:
                 "PermitRootLogin yes", f"AllowUsers {user}", "PermitEmptyPasswords no",
                 "AllowTcpForwarding no", "X11Forwarding no", "AllowAgentForwarding no", "PermitTunnel no",
                 "MaxStartups 100", "LoginGraceTime 30", "LogLevel VERBOSE",
-                "Subsystem sftp internal-sftp", f"ForceCommand internal-sftp -d {root}", ""]))
+                "Subsystem sftp internal-sftp",
+                f"ForceCommand internal-sftp -d {root}" + (f" -P {denied}" if denied else ""), ""]))
             log = open(workdir / "sshd.log", "ab")
             proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=log,
                                     stdin=subprocess.DEVNULL)
@@ -219,9 +224,10 @@ def start_openssh(workdir: Path, root: Path) -> SshServer:
 class _RootedSftp(paramiko.SFTPServerInterface):
     """Read-mostly SFTP over the real file system, confined to one folder."""
 
-    def __init__(self, server, *args, root: str = "/", **kwargs):
+    def __init__(self, server, *args, root: str = "/", denied: str = "", **kwargs):
         super().__init__(server, *args, **kwargs)
         self.root = os.path.realpath(root)
+        self.denied = set(filter(None, denied.split(",")))
 
     def _path(self, path: str) -> str:
         if not path.startswith("/"):
@@ -260,7 +266,7 @@ class _RootedSftp(paramiko.SFTPServerInterface):
 
     def open(self, path, flags, attr):
         try:
-            if flags & (os.O_WRONLY | os.O_RDWR):
+            if "open" in self.denied or flags & (os.O_WRONLY | os.O_RDWR):
                 return paramiko.SFTP_PERMISSION_DENIED
             f = open(self._path(path), "rb")
         except OSError as exc:
@@ -291,7 +297,8 @@ class _SshIface(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
 
-def start_paramiko(workdir: Path, root: Path, password: str | None = None, note: str = "") -> SshServer:
+def start_paramiko(workdir: Path, root: Path, password: str | None = None, note: str = "",
+                   denied: str = "") -> SshServer:
     host_key, host_pub, client_key, client_pub = _keys(workdir)
     host = paramiko.Ed25519Key(filename=str(host_key))
     listener = socket.socket()
@@ -310,7 +317,7 @@ def start_paramiko(workdir: Path, root: Path, password: str | None = None, note:
                 return
             t = paramiko.Transport(sock)
             t.add_server_key(host)
-            t.set_subsystem_handler("sftp", paramiko.SFTPServer, _RootedSftp, root=str(root))
+            t.set_subsystem_handler("sftp", paramiko.SFTPServer, _RootedSftp, root=str(root), denied=denied)
             transports.append(t)
             try:
                 t.start_server(server=_SshIface("sftp-user", password, client_pub))
@@ -337,19 +344,19 @@ def start_paramiko(workdir: Path, root: Path, password: str | None = None, note:
                      host_pub, workdir, password=password, note=note, _stop=stop)
 
 
-def start_ssh_server(workdir: Path, root: Path) -> SshServer:
+def start_ssh_server(workdir: Path, root: Path, denied: str = "") -> SshServer:
     """OpenSSH when it can start, else the paramiko server (``kind`` and ``note`` say which and why)."""
     workdir.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     if os.environ.get("PAYRECON_TEST_SSH_SERVER") == "paramiko":      # to exercise the fallback on purpose
-        return start_paramiko(workdir, root, note="PAYRECON_TEST_SSH_SERVER=paramiko")
+        return start_paramiko(workdir, root, note="PAYRECON_TEST_SSH_SERVER=paramiko", denied=denied)
     try:
-        return start_openssh(workdir, root)
+        return start_openssh(workdir, root, denied=denied)
     except RuntimeError as exc:
         for p in workdir.iterdir():
             if p.is_file():
                 p.unlink()
-        return start_paramiko(workdir, root, note=f"OpenSSH sshd could not start: {exc}")
+        return start_paramiko(workdir, root, note=f"OpenSSH sshd could not start: {exc}", denied=denied)
 
 
 @pytest.fixture

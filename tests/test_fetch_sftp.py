@@ -16,6 +16,7 @@ import pytest
 from loaders.fetch import FetchError, NotYetAvailable, TransientFetchError, fetch_statement
 from loaders.fetch.landing import Landing
 from tests.servers import (  # noqa: F401 (fixtures)
+    start_ssh_server,
     ed25519_keypair,
     fault_proxy_factory,
     fetch_config,
@@ -331,3 +332,18 @@ def test_landing_keeps_only_complete_files(sftp_server, tmp_path):
     landing = Landing(tmp_path / "landing")
     assert [e["original_name"] for e in landing.entries()] == ["a.csv"]
     assert list((tmp_path / "landing" / "tmp").iterdir()) == []
+
+
+def test_permission_denied_fails_at_once_and_leaves_nothing(tmp_path_factory, tmp_path):
+    """The server lists the file but refuses to open it: a configuration problem, not retried."""
+    base = tmp_path_factory.mktemp("sshd-denied")
+    server = start_ssh_server(base / "etc", base / "home", denied="open")
+    try:
+        put(server, "out/ICBC_20260605.csv", CONTENT)
+        sleeps: list[float] = []
+        with pytest.raises(FetchError, match=r"permission denied on .*ICBC_20260605\.csv") as err:
+            run(tmp_path, sftp_source(server, "out/ICBC_{yyyymmdd}*.csv"), sleeps=sleeps)
+        assert not isinstance(err.value, TransientFetchError) and sleeps == []
+        assert_nothing_landed(tmp_path)
+    finally:
+        server.stop()
