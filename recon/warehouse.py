@@ -424,7 +424,11 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 @contextmanager
 def arrow_view(con: duckdb.DuckDBPyConnection, name: str, table) -> Iterator[str]:
-    """Expose an Arrow table (or record batch reader) to SQL as ``name`` for the block's duration."""
+    """Expose an Arrow table (or record batch reader) to SQL as ``name`` for the block's duration.
+
+    Inside an open transaction DuckDB keeps the object alive until COMMIT: for big inserts use
+    :func:`insert_arrow`.
+    """
     con.register(name, table)
     try:
         yield name

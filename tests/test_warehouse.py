@@ -50,3 +50,29 @@ def test_a_file_from_newer_code_is_refused(tmp_path):
 def test_read_only_open_of_a_missing_warehouse_says_what_to_do(tmp_path):
     with pytest.raises(WarehouseError, match="run `recon run` first"):
         connect(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_insert_arrow_frees_the_rows_before_the_transaction_ends(tmp_path):
+    """Loading a day holds one file's rows at a time, not every file's until COMMIT."""
+    import gc
+    from datetime import date
+
+    import pyarrow as pa
+
+    from recon.warehouse import insert_arrow, transaction
+
+    con = connect(tmp_path / "w.duckdb")
+    base = pa.total_allocated_bytes()
+    rows = pa.table({"k": pa.array([f"P{i:09d}" for i in range(300_000)]),
+                     "amount": pa.array([1] * 300_000, pa.decimal128(18, 2))})
+    with transaction(con):
+        con.execute("CREATE TABLE t (d DATE, k VARCHAR, amount DECIMAL(18,2))")
+        insert_arrow(con, "INSERT INTO t SELECT ?, k, amount FROM _rows", rows, [date(2026, 6, 1)], name="_rows")
+        held = pa.total_allocated_bytes() - base
+        del rows
+        gc.collect()
+        after = pa.total_allocated_bytes() - base
+        assert con.execute("SELECT count(*), sum(amount) FROM t").fetchone() == (300_000, 300_000)
+    assert held > 1_000_000      # the rows were in memory while the caller held them
+    assert after < 100_000       # and are gone once it lets go, with the transaction still open
+    con.close()
