@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -139,19 +140,35 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _expect(proc: subprocess.Popen, word: str, deadline_s: float = 60) -> None:
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if sel.select(timeout=deadline - time.monotonic()):
-            line = proc.stdout.readline()
-            if not line:
+class _Lines:
+    """The writer's stdout, line by line, read in a thread.
+
+    (``select`` on the pipe is not enough: one read can take two lines into Python's buffer, and
+    the second is then never signalled.)
+    """
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.lines = proc, queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put(None)
+
+    def expect(self, word: str, deadline_s: float = 60) -> None:
+        deadline = time.monotonic() + deadline_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
                 break
-            if line.strip() == word:
+            if line is None:
+                break
+            if line == word:
                 return
-    proc.kill()
-    raise AssertionError(f"writer did not say {word!r}: {proc.stderr.read()}")
+        self.proc.kill()
+        raise AssertionError(f"writer did not say {word!r}: {self.proc.stderr.read()}")
 
 
 def test_analysts_read_the_snapshot_while_another_process_writes_the_live_file(tmp_path):
@@ -159,9 +176,10 @@ def test_analysts_read_the_snapshot_while_another_process_writes_the_live_file(t
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = _Lines(proc)
     try:
-        _expect(proc, "published")
-        _expect(proc, "writing")
+        out.expect("published")
+        out.expect("writing")
         snap = snapshot_db_path(cfg)
         # The live file is the writer's alone...
         with pytest.raises(duckdb.Error):
@@ -171,7 +189,7 @@ def test_analysts_read_the_snapshot_while_another_process_writes_the_live_file(t
         assert analyst.execute("SELECT DISTINCT business_date FROM v_discrepancies").fetchall() == [(D1,)]
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        _expect(proc, "done")
+        out.expect("done")
         assert proc.wait(timeout=60) == 0
         # The analyst's open connection still reads the copy it opened; a new one sees day 2, all of it.
         assert analyst.execute("SELECT max(business_date) FROM discrepancies").fetchone()[0] == D1
