@@ -19,7 +19,7 @@ from recon.cli import main
 from recon.warehouse import connect
 from reports.snapshot import publish_snapshot
 from tests.test_reports_excel import D, make_cfg, seed_day, seed_settlement
-from tests.test_snapshot import ROOT, _expect
+from tests.test_snapshot import ROOT, _Lines
 
 
 def write_config(tmp: Path) -> Path:
@@ -75,7 +75,7 @@ def test_report_falls_back_to_the_snapshot_while_a_run_holds_the_warehouse(setup
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(cfg.warehouse)], cwd=ROOT, env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _expect(proc, "holding")
+        _Lines(proc).expect("holding")
         out = tmp_path / "fallback"
         assert main(["report", "--config", str(path), "--date", D.isoformat(), "--out", str(out),
                      "--no-settlement"]) == 0
