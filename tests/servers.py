@@ -43,6 +43,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -549,8 +550,14 @@ class HttpServer:
 
             do_GET = do_POST = _handle
 
-        self.httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.httpd.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                    super().handle_error(request, client_address)   # a client that hung up is expected here
+
+        self.httpd = Server((LOOPBACK, 0), Handler)
         self.port = self.httpd.server_address[1]
         self.scheme = "http"
         self.ca_path: Path | None = None
