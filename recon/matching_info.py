@@ -57,7 +57,7 @@ P_ALL = """
 def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
     """TEMP TABLE info_pairs: one row per (channel, match key, occurrence) with its outcome.
 
-    One statement over narrow rows. The match key is joined as its parts, the kind ``kt`` (``payment`` /
+    One statement per channel over narrow rows. The match key is joined as its parts, the kind ``kt`` (``payment`` /
     ``refund``) and the number ``kno`` (match_key = ``kt:kno``, built by the ``info_sources`` view for the
     rows written out), so no key strings are built for the join. Occurrence numbers are computed only for
     keys that repeat on a side (rare); every other row is occurrence 1.
