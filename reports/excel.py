@@ -20,6 +20,7 @@ import duckdb
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
 
+from recon.formula import sql_literal
 from recon.views import AGE_BUCKETS, age_bucket_order_sql, age_bucket_sql
 from reports._xlsx import (
     BOLD,
@@ -422,7 +423,7 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    zone = _sql_lit(getattr(cfg, "timezone", None) or "UTC")
+    zone = sql_literal(getattr(cfg, "timezone", None) or "UTC")
     # Timestamps are shown as local wall-clock time of the config's zone (Excel has no time zones).
     batch = con.execute(f"SELECT batch_id, settlement_date, status, timezone({zone}, created_at), "
                         f"timezone({zone}, confirmed_at), confirmed_by "
@@ -551,10 +552,6 @@ def _first_items_filter(con: duckdb.DuckDBPyConnection, batch_id: str, columns: 
     if row is None:
         return whole
     return f"batch_id = ? AND ({keys}) <= ({', '.join('?' for _ in row)})", [batch_id, *row]
-
-
-def _sql_lit(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def batches_for_date(con: duckdb.DuckDBPyConnection, business_date: date) -> list[str]:

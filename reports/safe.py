@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+from recon.formula import DANGEROUS_PREFIXES, csv_safe, is_dangerous  # noqa: F401  (the rule lives there)
 
 # 13-19 digits, possibly grouped with single spaces or dashes, not glued to other digits.
 _PAN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
@@ -31,18 +31,6 @@ _CN_ID = re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{16}[0-9Xx](?![0-9A-Za-z])")
 # Mainland mobile: 1[3-9] + 9 digits, optionally after +86.
 _MOBILE = re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9][0-9]{9}(?![0-9])")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-
-
-def is_dangerous(text: str) -> bool:
-    """True when spreadsheet software could read ``text`` as a formula."""
-    return text.startswith(DANGEROUS_PREFIXES)
-
-
-def csv_safe(value: object) -> object:
-    """For CSV exports: prefix a dangerous text with an apostrophe (OWASP's advice); others unchanged."""
-    if isinstance(value, str) and is_dangerous(value):
-        return "'" + value
-    return value
 
 
 def _mask_digits(digits: str, keep_head: int = 6, keep_tail: int = 4) -> str:

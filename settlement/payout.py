@@ -17,8 +17,8 @@ the whole file. Statements ``<batch>_statement_<merchant>.csv`` list every item
 rewriting a batch that did not change gives byte-identical files.
 
 Statements are opened in spreadsheets by merchants, so their text is written
-injection-safe, the rule of ``reports.safe.csv_safe`` done as a SQL expression
-(:func:`_csv_safe_sql`; this package may not import ``reports``): a text beginning
+injection-safe by the rule of :mod:`recon.formula`, as a SQL expression inside the
+``COPY`` (:func:`recon.formula.csv_safe_sql`): a text beginning
 with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading apostrophe.
 Ordinary identifiers are unchanged, so such files are byte-identical to before.
 The payout file is the bank's import format and is written as configured.
@@ -35,6 +35,7 @@ from pathlib import Path
 import duckdb
 
 from recon.config import Config
+from recon.formula import csv_safe, csv_safe_sql
 from settlement.engine import SettlementError, batch_info
 
 GENERIC_FIELDS = ("seq", "batch_id", "settlement_date", "merchant_id", "merchant_name", "account_name",
@@ -45,25 +46,6 @@ LAYOUTS = ("generic_csv", "cn_bank_batch")
 
 SUMMARY_FIELDS = ("gross", "refunds", "fees", "adjustments", "net", "carried_in", "reserve_held",
                   "reserve_released", "payout", "carried_forward")
-
-
-#: The first characters spreadsheet software may read as a formula (``reports.safe.DANGEROUS_PREFIXES``).
-DANGEROUS_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_safe_sql(expr: str) -> str:
-    """SQL: ``expr`` (text) with a leading apostrophe when it begins with a dangerous character."""
-    firsts = ", ".join(_sql_lit(c) for c in DANGEROUS_PREFIXES)
-    apostrophe = _sql_lit("'")
-    return f"CASE WHEN left({expr}, 1) IN ({firsts}) THEN {apostrophe} || {expr} ELSE {expr} END"
-
-
-def _sql_lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _csv_safe(value: str) -> str:
-    return "'" + value if value.startswith(DANGEROUS_PREFIXES) else value
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -163,7 +145,7 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
     # Text that comes from outside (config, platform, statements) is made safe; batch_id, channel,
     # item_kind and txn_type are the pipeline's own words (batch ids and channel names are validated).
     def safe_col(col: str) -> str:
-        return f"{_csv_safe_sql(col)} AS {col}"
+        return f"{csv_safe_sql(col)} AS {col}"
 
     for merchant_id, mlines in by_merchant.items():
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in merchant_id)
@@ -183,7 +165,7 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
         w = csv.writer(buf, lineterminator="\n")
         for row in mlines:
             for name, value in zip(SUMMARY_FIELDS, row[2:]):
-                w.writerow(["SUMMARY", batch_id, _csv_safe(merchant_id), _csv_safe(row[1]), name, _money(value)])
+                w.writerow(["SUMMARY", batch_id, csv_safe(merchant_id), csv_safe(row[1]), name, _money(value)])
         with open(tmp, "a", encoding="utf-8", newline="") as fh:
             fh.write(buf.getvalue())
         os.replace(tmp, path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("recon", "loaders", "settlement", "reports")
-BOTTOM = {"recon.config", "recon.money", "recon.warehouse", "recon.errors", "recon.views"}
+BOTTOM = {"recon.config", "recon.money", "recon.warehouse", "recon.errors", "recon.views", "recon.formula"}
 TOP = ("recon.pipeline", "recon.cli", "recon.commands", "recon.orchestration", "recon.airflow_demo")
 
 
