@@ -31,7 +31,7 @@ import duckdb
 
 from recon.config import Config
 from recon.matching_funds import funds_flow
-from recon.matching_info import COMPATIBLE_STATUS_SQL, information_flow  # noqa: F401  (re-exported)
+from recon.matching_info import COMPATIBLE_STATUS_SQL, drop_info_pairs, information_flow  # noqa: F401
 from recon.matching_window import channel_params
 from recon.views import age_bucket_sql
 
@@ -334,5 +334,6 @@ FROM discrepancies""", {"d": d}).fetchone()
     carried = dict(con.execute(
         "SELECT type, count(*) FROM discrepancies WHERE business_date < $d AND status IN ('open', 'pending') "
         "GROUP BY type ORDER BY type", {"d": d}).fetchall())
+    drop_info_pairs(con)   # the buffer pool is settlement's next
     return ReconSummary(matched, by_type, auto_resolved=counts[2], pending=counts[0], explained=counts[1],
                         carried_open=carried)

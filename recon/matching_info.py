@@ -86,7 +86,7 @@ SELECT (SELECT count(*) FROM platform_orders
 """
     if keyless_c:
         c_filter, c_null = "", """    UNION ALL
-    SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no)
+    SELECT r.*, row_number() OVER (PARTITION BY r.channel ORDER BY r.txn_time, r.business_date, r.file_no, r.line_no)
     FROM c_rows r WHERE r.kno IS NULL
 """
     pairs = f"""
@@ -104,7 +104,7 @@ WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
 ), c_rows AS MATERIALIZED (
     SELECT *
     FROM (
-        SELECT r.business_date, r.channel, r.file_id, r.line_no, r.txn_type, r.channel_txn_id,
+        SELECT r.business_date, r.channel, r.file_no, r.line_no, r.txn_type, r.channel_txn_id,
                r.merchant_order_no, r.merchant_refund_no, r.status, r.currency, r.amount, r.fee, r.txn_time,
                r.carried_id,
                CASE r.txn_type WHEN 'payment' THEN 'payment' ELSE 'refund' END AS kt,
@@ -113,20 +113,19 @@ WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
                                   coalesce(r.merchant_order_no, r.channel_txn_id) || '@' || r.amount)
                END AS kno
         FROM (
-            SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
+            SELECT ct.business_date, ct.channel, f.file_no, ct.line_no, ct.txn_type, ct.channel_txn_id,
                    ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency,
                    ct.amount, ct.fee, ct.txn_time, NULL::VARCHAR AS carried_id
-            FROM channel_transactions ct
+            FROM channel_transactions ct JOIN info_files f USING (file_id)
             WHERE ct.business_date = $d AND ct.channel = $ch
-              AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')
               AND ct.txn_type IN ('payment', 'refund')   -- Stripe/Adyen fee, dispute, payout lines are not orders
             UNION ALL
-            SELECT ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
+            SELECT ct.business_date, ct.channel, f.file_no, ct.line_no, ct.txn_type, ct.channel_txn_id,
                    ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency,
                    ct.amount, ct.fee, ct.txn_time, k.discrepancy_id
             FROM carry k JOIN channel_transactions ct ON ct.file_id = k.file_id AND ct.line_no = k.line_no
-            WHERE k.flow = 'information' AND k.type = 'missing_in_platform' AND ct.channel = $ch
-              AND ct.file_id IN (SELECT file_id FROM loaded_files WHERE status = 'active')) r
+            JOIN info_files f ON f.file_id = ct.file_id
+            WHERE k.flow = 'information' AND k.type = 'missing_in_platform' AND ct.channel = $ch) r
         LEFT JOIN ids i
           ON i.channel = r.channel AND i.order_type = r.txn_type
          AND i.channel_txn_id = CASE r.txn_type WHEN 'payment' THEN r.channel_txn_id ELSE r.channel_refund_id END)
@@ -136,7 +135,7 @@ WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
     SELECT r.*, 1::BIGINT AS occ FROM c_rows r ANTI JOIN c_rep USING (channel, kt, kno) WHERE r.kno IS NOT NULL
     UNION ALL
     SELECT r.*, row_number() OVER (PARTITION BY r.channel, r.kt, r.kno
-                                   ORDER BY r.txn_time, r.business_date, r.file_id, r.line_no) AS occ
+                                   ORDER BY r.txn_time, r.business_date, r.file_no, r.line_no) AS occ
     FROM c_rows r SEMI JOIN c_rep USING (channel, kt, kno)
 {c_null})
 SELECT coalesce(p.channel, c.channel) AS channel, coalesce(p.kt, c.kt) AS kt, coalesce(p.kno, c.kno) AS kno,
@@ -146,7 +145,7 @@ SELECT coalesce(p.channel, c.channel) AS channel, coalesce(p.kt, c.kt) AS kt, co
        coalesce(p.refund_no, c.merchant_refund_no) AS refund_no,
        p.merchant_id, p.amount AS p_amount, c.amount AS c_amount, p.currency AS p_currency,
        c.currency AS c_currency, p.status AS p_status, c.status AS c_status, c.fee AS c_fee,
-       p.event_time, p.source_table, p.source_key, c.file_id, c.line_no,
+       p.event_time, p.source_table, p.source_key, f.file_id, c.line_no,
        p.carried_id AS p_carried, c.carried_id AS c_carried,
        p.kno IS NOT NULL AS has_p, c.kno IS NOT NULL AS has_c,
        -- at the cut-off: the other side may have put this row on a neighbouring day
@@ -166,18 +165,23 @@ SELECT coalesce(p.channel, c.channel) AS channel, coalesce(p.kt, c.kt) AS kt, co
        END AS outcome
 FROM p FULL OUTER JOIN c ON p.channel = c.channel AND p.kt = c.kt AND p.kno = c.kno AND p.occ = c.occ
 JOIN channel_params cp ON cp.channel = coalesce(p.channel, c.channel)
+LEFT JOIN info_files f ON f.file_no = c.file_no
 """
     # One channel at a time: every key includes the channel, and the join's cost grows faster than its
-    # size (10M keys: 33.6 s in one statement, 19.0 s as three channels of 4.6M, 3.6M and 2.0M).
-    # Each channel's pairs are a table of their own, put together with one CREATE … AS (DuckDB 2.0 kept the
-    # statistics of a TEMP table created empty, so rows INSERTed later were invisible to GROUP BY / filters).
+    # size (10M keys: 33.6 s in one statement, 19.0 s as three channels of 4.6M, 3.6M and 2.0M). Each
+    # channel's pairs are a table of their own and ``info_pairs`` is a view over them: copying them into
+    # one table cost 4.4 s at 10M. (Not one TEMP table created empty and INSERTed into: DuckDB 2.0 kept the
+    # statistics of the empty table, so the rows were invisible to GROUP BY / filters.)
+    # The statement files in play get small numbers: a 64-character file id in every row of the join
+    # doubled what it spilled (10M: 2.4 -> 1.3 GB for the largest channel, 24 -> 17 CPU-s).
+    con.execute("""CREATE OR REPLACE TEMP TABLE info_files AS
+SELECT file_id, (row_number() OVER (ORDER BY file_id))::INTEGER AS file_no FROM loaded_files WHERE status = 'active'""")
     channels = [c for (c,) in con.execute("SELECT channel FROM channel_params ORDER BY 1").fetchall()]
+    con.execute("DROP VIEW IF EXISTS info_pairs")
     for i, channel in enumerate(channels):
         con.execute(f"CREATE OR REPLACE TEMP TABLE info_pairs_{i} AS {pairs}", {"d": d, "ch": channel})
-    con.execute("CREATE OR REPLACE TEMP TABLE info_pairs AS "
+    con.execute("CREATE TEMP VIEW info_pairs AS "
                 + " UNION ALL ".join(f"SELECT * FROM info_pairs_{i}" for i in range(len(channels))))
-    for i in range(len(channels)):
-        con.execute(f"DROP TABLE info_pairs_{i}")
     # the outputs' strings, built only for the rows read: match key, source_table:source_key, path:line;
     # the contract (fee) figures from channel_params
     con.execute("""
@@ -188,3 +192,12 @@ SELECT i.*, i.kt || ':' || i.kno AS match_key,
        cp.fee_rate, cp.pending_days
 FROM info_pairs i JOIN channel_params cp USING (channel) LEFT JOIN loaded_files lf ON lf.file_id = i.file_id
 """)
+
+
+def drop_info_pairs(con: duckdb.DuckDBPyConnection) -> None:
+    """Free the day's pairs (about a row per transaction) once the breaks and matches are written."""
+    con.execute("DROP VIEW IF EXISTS info_sources")
+    con.execute("DROP VIEW IF EXISTS info_pairs")
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary "
+                               "AND regexp_full_match(table_name, 'info_pairs_[0-9]+')").fetchall():
+        con.execute(f"DROP TABLE temp.main.{name}")
