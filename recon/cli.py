@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "recon.commands.settlement",
     "recon.commands.report",
     "recon.commands.sql",
+    "recon.commands.snapshot",
     "recon.commands.generate",
     "recon.commands.resolve",
     "recon.commands.check_file",

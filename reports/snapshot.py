@@ -42,7 +42,7 @@ and hashes the breaks), and the whole copies of the small tables (breaks and the
 audit trail grow at well under 1% of the transaction rate). Not detected: a change
 to an earlier day of a big table that keeps its row count and ``sum(amount)`` (no
 pipeline step does that: they delete and insert a day's rows); after such a manual
-fix, publish with ``full=True``.
+fix, publish with ``full=True`` (``recon snapshot --full``).
 
 Consistency
 -----------
