@@ -36,7 +36,7 @@ from loaders.load import LoadResult, load_file, parse_fetched
 from recon.config import Config
 from recon.errors import UserError
 from recon.matching import reconcile_day
-from recon.warehouse import connect, transaction
+from recon.warehouse import connect, transaction, unordered_writes
 
 Progress = Callable[[str, str], None]
 
@@ -162,7 +162,8 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
         _record_run(con, result.run_id, business_date, cfg, "running", stage)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform") as pool, transaction(con):
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform") as pool, unordered_writes(con), \
+                transaction(con):
             # The platform database is read in a thread of its own while the statements load.
             platform = pool.submit(read_platform, cfg, business_date, Path(staging))
             for f, parsed in _parsed_in_turn(cfg, files):

@@ -76,3 +76,26 @@ def test_insert_arrow_frees_the_rows_before_the_transaction_ends(tmp_path):
     assert held > 1_000_000      # the rows were in memory while the caller held them
     assert after < 100_000       # and are gone once it lets go, with the transaction still open
     con.close()
+
+
+def test_unordered_writes_is_for_the_block_and_this_session_only(tmp_path):
+    from recon.warehouse import unordered_writes
+
+    con = connect(tmp_path / "wh.duckdb")
+    other = con.cursor()
+    setting = "SELECT current_setting('preserve_insertion_order')"
+    with unordered_writes(con):
+        assert con.execute(setting).fetchone()[0] is False
+        assert other.execute(setting).fetchone()[0] is True
+    assert con.execute(setting).fetchone()[0] is True
+    with pytest.raises(ZeroDivisionError):
+        with unordered_writes(con):
+            1 / 0
+    assert con.execute(setting).fetchone()[0] is True
+    # an INSERT … ORDER BY keeps its order without the promise (settlement items rely on it)
+    con.execute("CREATE TABLE t (k INTEGER, v VARCHAR)")
+    with unordered_writes(con):
+        con.execute("INSERT INTO t SELECT (i * 7919) % 300000, 'x' || i FROM range(300000) r(i) ORDER BY 1")
+    ks = [k for (k,) in con.execute("SELECT k FROM t").fetchall()]
+    assert ks == sorted(ks) and len(ks) == 300000
+    con.close()
