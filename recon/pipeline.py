@@ -162,24 +162,8 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
         _record_run(con, result.run_id, business_date, cfg, "running", stage)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform") as pool, unordered_writes(con), \
                 transaction(con):
-            # The platform database is read in a thread of its own while the statements load.
-            platform = pool.submit(read_platform, cfg, business_date, Path(staging))
-            for f, parsed in _parsed_in_turn(cfg, files):
-                rejected.append((f, parsed.quarantine))
-                channel = cfg.channel(f.channel)
-                res = load_file(con, f, parsed, business_date, channel.quarantine_policy, result.run_id)
-                del parsed
-                _release_arrow_memory()
-                result.files.append(res)
-                state = "unchanged, already loaded" if res.skipped else (
-                    f"restated (replaces {res.restated[:12]})" if res.restated else "loaded")
-                progress("load", f"{f.channel} {f.kind}: {res.rows} rows, {res.quarantined} quarantined, "
-                                 f"footer {'ok' if res.footer_ok else res.footer_ok}; {state}")
-            result.platform_rows = load_staged(con, platform.result(), business_date)
-            _release_arrow_memory()
-            progress("load", "platform: " + ", ".join(f"{v} {k}" for k, v in result.platform_rows.items()))
+            _load_day(con, cfg, business_date, files, Path(staging), result, rejected, progress)
             result.seconds["load"] = time.perf_counter() - t0
             stage, t0 = "match", time.perf_counter()
             recon = reconcile_day(con, cfg, business_date)
@@ -210,6 +194,33 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
     finally:
         if own:
             con.close()
+
+
+def _load_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date, files: list[FetchedFile],
+              staging: Path, result: DayResult, rejected: list, progress: Progress) -> None:
+    """The day's statement files and platform rows into the warehouse (inside the caller's transaction).
+
+    The platform database is read in a thread of its own while the statements load. The rows are
+    written without the insertion-order promise (:func:`recon.warehouse.unordered_writes`): at ten
+    million orders the load costs 4-6 s less. Matching keeps the default: without the promise it
+    was faster alone on a committed day, but 6 s slower inside the run.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform") as pool, unordered_writes(con):
+        platform = pool.submit(read_platform, cfg, business_date, staging)
+        for f, parsed in _parsed_in_turn(cfg, files):
+            rejected.append((f, parsed.quarantine))
+            channel = cfg.channel(f.channel)
+            res = load_file(con, f, parsed, business_date, channel.quarantine_policy, result.run_id)
+            del parsed
+            _release_arrow_memory()
+            result.files.append(res)
+            state = "unchanged, already loaded" if res.skipped else (
+                f"restated (replaces {res.restated[:12]})" if res.restated else "loaded")
+            progress("load", f"{f.channel} {f.kind}: {res.rows} rows, {res.quarantined} quarantined, "
+                             f"footer {'ok' if res.footer_ok else res.footer_ok}; {state}")
+        result.platform_rows = load_staged(con, platform.result(), business_date)
+        _release_arrow_memory()
+        progress("load", "platform: " + ", ".join(f"{v} {k}" for k, v in result.platform_rows.items()))
 
 
 def _parse(cfg: Config, f: FetchedFile) -> ParsedFile:
