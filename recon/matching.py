@@ -31,7 +31,7 @@ import duckdb
 
 from recon.config import Config
 from recon.matching_funds import funds_flow
-from recon.matching_info import COMPATIBLE_STATUS_SQL, drop_info_pairs, information_flow  # noqa: F401
+from recon.matching_info import COMPATIBLE_STATUS_SQL, drop_info_pairs, information_flow  # noqa: F401 (re-export)
 from recon.matching_window import channel_params
 from recon.views import age_bucket_sql
 
