@@ -83,3 +83,31 @@ def test_day_windows_follow_the_day_cut_in_the_channels_zone():
                                                                 datetime(2026, 6, 11, tzinfo=sh))
     assert channel_window(cfg, cfg.channel("stripe"), DAY) == (datetime(2026, 6, 10, tzinfo=utc),
                                                                 datetime(2026, 6, 11, tzinfo=utc))
+
+
+def test_pairs_name_the_right_file_and_line_and_are_freed_after_matching():
+    """The pairing joins small file numbers, not file ids: each pair must still name its own file and line."""
+    con = connect(":memory:")
+    at = datetime(2026, 6, 10, 12, 0, 0)
+    for fid, path, status in (("zz", "later.csv", "active"), ("aa", "earlier.csv", "active"),
+                              ("mm", "old.csv", "superseded")):
+        con.execute("INSERT INTO loaded_files (file_id, channel, business_date, kind, format, path, size_bytes, "
+                    "row_count, quarantined_count, status, loaded_at) VALUES (?, 'wechat', ?, 'trade', 't', ?, 0, 0, "
+                    "0, ?, now())", [fid, DAY, path, status])
+    for no, fid, line in (("P1", "zz", 7), ("P2", "aa", 3), ("P3", "mm", 1)):
+        con.execute("INSERT INTO platform_orders VALUES (?, 'payment_orders', ?, 'payment', ?, NULL, 'wechat', NULL, "
+                    "'M1', 10.00, 'CNY', 'success', ?)", [DAY, no, no, at])
+        con.execute("INSERT INTO channel_transactions VALUES (?, 'wechat', ?, ?, 'payment', ?, ?, NULL, NULL, NULL, "
+                    "'success', 'CNY', 10.00, 0.06, NULL, ?, NULL, NULL)", [DAY, fid, line, "T" + no, no, at])
+    with transaction(con):
+        summary = reconcile_day(con, make_cfg(), DAY)
+    sources = dict(con.execute("SELECT order_no, channel_source FROM matched_transactions").fetchall())
+    assert sources == {"P1": "later.csv:7", "P2": "earlier.csv:3"}       # the superseded file's row is not in play
+    assert summary.matched == 2
+    assert set(con.execute("SELECT type, order_no FROM discrepancies WHERE flow = 'information'").fetchall()) \
+        == {("missing_in_channel", "P3")}
+    left = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name LIKE 'info_pairs%'")
+    assert left.fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name IN "
+                       "('info_pairs', 'info_sources')").fetchone()[0] == 0
+    con.close()
