@@ -24,8 +24,9 @@ HOSTILE = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2+3", "@SUM(A1:A9)", "
            "=cmd|' /C calc'!A0"]
 
 
-def make_cfg(tmp: Path):
-    return parse_config({
+def cfg_dict(tmp: Path) -> dict:
+    """The reports tests' settings, as a config file would hold them."""
+    return {
         "warehouse": str(tmp / "wh.duckdb"), "output_dir": str(tmp / "out"), "landing_dir": str(tmp / "landing"),
         "internal_source": {"url": "sqlite://"},
         "channels": [
@@ -36,7 +37,11 @@ def make_cfg(tmp: Path):
         ],
         "merchants": [{"id": "M001", "name": "Acme", "bank_account": "6222020200112233445",
                        "bank_name": "ICBC"}],
-    })
+    }
+
+
+def make_cfg(tmp: Path):
+    return parse_config(cfg_dict(tmp))
 
 
 def seed_day(con: duckdb.DuckDBPyConnection, day: date, *, hostile: bool = True, n_extra: int = 0) -> None:

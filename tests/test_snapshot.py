@@ -18,7 +18,7 @@ import pytest
 from recon.views import VIEWS, create_views
 from recon.warehouse import connect, transaction
 from reports.snapshot import publish_snapshot, snapshot_db_path
-from tests.test_reports_excel import make_cfg, seed_carry_over, seed_day, seed_settlement
+from tests.test_reports_excel import cfg_dict, make_cfg, seed_carry_over, seed_day, seed_settlement
 
 ROOT = Path(__file__).resolve().parent.parent
 D1 = date(2026, 6, 5)
@@ -357,16 +357,8 @@ def _cli_config(tmp_path: Path) -> Path:
     """make_cfg's settings as a YAML file, for the command line."""
     import yaml
 
-    cfg = make_cfg(tmp_path)
     path = tmp_path / "recon.yml"
-    path.write_text(yaml.safe_dump({
-        "warehouse": str(cfg.warehouse), "output_dir": str(cfg.output_dir), "landing_dir": str(cfg.landing_dir),
-        "internal_source": {"url": "sqlite://"},
-        "channels": [{"name": ch, "statements": [{"kind": "trade", "format": f"{ch}_trade",
-                                                  "source": {"type": "folder", "path": "x"}}]}
-                     for ch in ("wechat", "alipay")],
-        "merchants": [{"id": "M001", "name": "Acme", "bank_account": "6222020200112233445", "bank_name": "ICBC"}],
-    }), encoding="utf-8")
+    path.write_text(yaml.safe_dump(cfg_dict(tmp_path)), encoding="utf-8")
     return path
 
 
