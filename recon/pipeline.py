@@ -186,6 +186,7 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
         return result
     except BaseException as exc:
         try:
+            con.execute("RESET SESSION preserve_insertion_order")   # the load's setting, after the rollback
             _keep_quarantine(con, rejected, business_date)
             _record_run(con, result.run_id, business_date, cfg, "failed", stage, str(exc)[:2000])
         except Exception:

@@ -119,6 +119,26 @@ def test_a_run_that_fails_halfway_leaves_the_warehouse_as_it_was(demo_cfg, monke
     con.close()
 
 
+def test_a_database_error_in_the_load_is_the_error_reported_and_the_session_is_reset(demo_cfg, monkeypatch):
+    """An error inside DuckDB aborts the transaction; the load's setting must not hide it or outlive it."""
+    import duckdb
+
+    run_day(demo_cfg, DEMO_DATE)
+    con = connect(demo_cfg.warehouse)
+    before = snapshot(con)
+
+    def bad_insert(con, staged, business_date):
+        con.execute("INSERT INTO platform_orders (business_date, source_key) VALUES (?, 'x')", [business_date])
+
+    monkeypatch.setattr("recon.pipeline.load_staged", bad_insert)
+    with pytest.raises(duckdb.ConstraintException):        # not "Current transaction is aborted"
+        process_day(demo_cfg, DEMO_DATE, con=con)
+    assert snapshot(con) == before
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0] is True
+    assert con.execute("SELECT status FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()[0] == "failed"
+    con.close()
+
+
 def test_cli_demo_runs_everything_and_prints_where_the_outputs_are(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
