@@ -199,5 +199,5 @@ def drop_info_pairs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP VIEW IF EXISTS info_sources")
     con.execute("DROP VIEW IF EXISTS info_pairs")
     for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary "
-                               "AND regexp_full_match(table_name, 'info_pairs_[0-9]+')").fetchall():
+                               "AND regexp_full_match(table_name, 'info_pairs_[0-9]+|info_files')").fetchall():
         con.execute(f"DROP TABLE temp.main.{name}")

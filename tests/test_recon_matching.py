@@ -106,7 +106,7 @@ def test_pairs_name_the_right_file_and_line_and_are_freed_after_matching():
     assert summary.matched == 2
     assert set(con.execute("SELECT type, order_no FROM discrepancies WHERE flow = 'information'").fetchall()) \
         == {("missing_in_channel", "P3")}
-    left = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name LIKE 'info_pairs%'")
+    left = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name LIKE 'info_%'")
     assert left.fetchone()[0] == 0
     assert con.execute("SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name IN "
                        "('info_pairs', 'info_sources')").fetchone()[0] == 0
