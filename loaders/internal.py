@@ -306,6 +306,12 @@ def _stage_query(engine: sa.Engine, cfg: Config, name: str, d: date, folder: Pat
     return _write(path, name, _read(engine, name, src.queries[name], start, end, src.chunk_rows))
 
 
+#: Staging columns with few distinct values, dictionary-encoded in the Parquet files. The others (order and
+#: transaction numbers, keys, amounts, times) are nearly all distinct: trying a dictionary on them first
+#: cost more than it saved (10M orders: 9.9 -> 5.5 CPU-s to write, 11.8 -> 9.8 to load, files 457 -> 408 MB).
+DICTIONARY_COLUMNS = ["source_table", "order_type", "channel", "merchant_id", "currency", "status", "direction"]
+
+
 def _write(path: Path, name: str, chunks) -> int:
     """Convert each chunk column-wise and append it to the Parquet file at ``path`` (replaced)."""
     n, writer = 0, None
@@ -313,7 +319,8 @@ def _write(path: Path, name: str, chunks) -> int:
         for rows in chunks:
             table = _convert(name, rows)
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema, compression="lz4")
+                dictionary = [c for c in DICTIONARY_COLUMNS if c in table.schema.names]
+                writer = pq.ParquetWriter(path, table.schema, compression="lz4", use_dictionary=dictionary)
             writer.write_table(table)
             n += table.num_rows
     finally:

@@ -119,3 +119,21 @@ def test_a_broken_query_is_a_clear_error(tmp_path):
         "url": f"sqlite:///{tmp_path / 'platform.db'}", "queries": {"orders": "SELECT nope FROM payment_orders"}})
     with pytest.raises(InternalSourceError, match="internal source query 'orders' failed: no such column: nope"):
         platform_rows(cfg)
+
+
+def test_staging_files_use_a_dictionary_only_for_the_few_valued_columns(tmp_path):
+    """Order numbers and keys are nearly all distinct: a dictionary for them costs time and saves nothing."""
+    import pyarrow.parquet as pq
+
+    from loaders.internal import DICTIONARY_COLUMNS, read_platform
+
+    cfg = demo_config(tmp_path / "sqlite")
+    staged = read_platform(cfg, DEMO_DATE, tmp_path)
+    files = staged.files("platform_orders") + staged.files("platform_expected_funds")
+    assert len(files) == 3
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        for i in range(meta.num_columns):
+            col = meta.row_group(0).column(i)
+            dictionary = any("DICTIONARY" in e for e in col.encodings)
+            assert dictionary == (col.path_in_schema in DICTIONARY_COLUMNS), (f, col.path_in_schema, col.encodings)
