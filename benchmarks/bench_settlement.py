@@ -58,7 +58,7 @@ def generate(warehouse: Path, n: int) -> None:
     # i: transaction number; every 20th is a refund of the payment before it; amounts exact fen.
     con.execute(f"""
         INSERT INTO matched_transactions (business_date, channel, match_key, txn_type, order_no, refund_no,
-            merchant_id, amount, currency, channel_fee, event_time, platform_source, channel_source)
+            merchant_id, amount, currency, channel_fee, event_time, platform_source, file_id)
         SELECT DATE '{DAY.isoformat()}', 'wechat',
                CASE WHEN i % 20 = 19 THEN 'R' ELSE 'P' END || i,
                CASE WHEN i % 20 = 19 THEN 'refund' ELSE 'payment' END,

@@ -303,9 +303,11 @@ def write_matches(con: duckdb.DuckDBPyConnection, d: date) -> int:
     """
     con.execute("DELETE FROM matched_transactions WHERE business_date = $d", {"d": d})
     con.execute("""
-INSERT INTO matched_transactions
+INSERT INTO matched_transactions (business_date, channel, match_key, txn_type, order_no, refund_no, merchant_id,
+                                  amount, currency, channel_fee, event_time, platform_source, outcome, file_id,
+                                  line_no)
 SELECT $d, channel, match_key, txn_type, order_no, refund_no, merchant_id, p_amount, p_currency, c_fee,
-       event_time, platform_source, channel_source, outcome
+       event_time, platform_source, outcome, file_id, line_no
 FROM info_sources
 WHERE outcome = 'matched'
    -- pairs on both sides that disagree: held by their open break, settled once a person resolves it

@@ -101,8 +101,11 @@ def test_pairs_name_the_right_file_and_line_and_are_freed_after_matching():
                     "'success', 'CNY', 10.00, 0.06, NULL, ?, NULL, NULL)", [DAY, fid, line, "T" + no, no, at])
     with transaction(con):
         summary = reconcile_day(con, make_cfg(), DAY)
-    sources = dict(con.execute("SELECT order_no, channel_source FROM matched_transactions").fetchall())
-    assert sources == {"P1": "later.csv:7", "P2": "earlier.csv:3"}       # the superseded file's row is not in play
+    sources = {r[0]: r[1:] for r in con.execute(
+        "SELECT m.order_no, m.file_id, m.line_no, lf.path FROM matched_transactions m JOIN loaded_files lf "
+        "USING (file_id)").fetchall()}
+    # the superseded file's row is not in play
+    assert sources == {"P1": ("zz", 7, "later.csv"), "P2": ("aa", 3, "earlier.csv")}
     assert summary.matched == 2
     assert set(con.execute("SELECT type, order_no FROM discrepancies WHERE flow = 'information'").fetchall()) \
         == {("missing_in_channel", "P3")}

@@ -37,6 +37,30 @@ def test_an_older_file_is_migrated_in_order_keeping_its_data(tmp_path, monkeypat
     assert versions == sorted(v for v, _, _ in warehouse.MIGRATIONS)
 
 
+def test_matched_pairs_of_an_older_file_keep_their_statement_row_as_file_id_and_line(tmp_path, monkeypatch):
+    """Migration 5 turns each pair's 'path:line' into file_id + line_no (paths may hold ':' themselves)."""
+    path = tmp_path / "v4.duckdb"
+    monkeypatch.setattr(warehouse, "MIGRATIONS", [m for m in warehouse.MIGRATIONS if m[0] <= 4])
+    monkeypatch.setattr(warehouse, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr("recon.views.create_views", lambda con: None)
+    con = connect(path)
+    con.execute("INSERT INTO loaded_files (file_id, channel, business_date, kind, format, path, size_bytes, "
+                "row_count, quarantined_count, status, loaded_at) VALUES "
+                "('f1', 'wechat', DATE '2026-06-05', 'trade', 't', '/in/c:d/bill.csv', 0, 0, 0, 'active', now())")
+    for no, source in (("P1", "/in/c:d/bill.csv:12"), ("P2", "/in/gone.csv:7"), ("P3", None)):
+        con.execute("INSERT INTO matched_transactions (business_date, channel, match_key, txn_type, order_no, amount, "
+                    "currency, channel_source) VALUES (DATE '2026-06-05', 'wechat', ?, 'payment', ?, 1.00, 'CNY', ?)",
+                    ["payment:" + no, no, source])
+    con.close()
+    monkeypatch.undo()
+    con = connect(path)
+    assert con.execute("SELECT order_no, file_id, line_no, outcome FROM matched_transactions ORDER BY 1").fetchall() \
+        == [("P1", "f1", 12, "matched"), ("P2", None, 7, "matched"), ("P3", None, None, "matched")]
+    columns = [c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                         "WHERE table_name = 'matched_transactions'").fetchall()]
+    assert "channel_source" not in columns
+
+
 def test_a_file_from_newer_code_is_refused(tmp_path):
     path = tmp_path / "new.duckdb"
     connect(path).close()
