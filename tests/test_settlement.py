@@ -291,6 +291,24 @@ def test_multi_currency_settled_per_currency(env):
     assert_conservation(con)
 
 
+
+def test_items_are_stored_merchant_by_merchant(env):
+    """Each merchant's items lie together (each statement then reads only its own row groups), whatever
+    order the trades came in: interleaved merchants and currencies, two trade days into one batch."""
+    cfg, con = env
+    for i in range(60):
+        merchant = ("M002", "M001")[i % 2]
+        add_txn(con, FRI if i < 30 else date(2026, 6, 6), "payment", f"O{i:03d}", merchant, f"{i + 1}.00",
+                currency="USD" if i % 3 == 0 else "CNY")
+    run(con, cfg, FRI)
+    run(con, cfg, date(2026, 6, 6))
+    stored = [r[0] for r in con.execute(
+        "SELECT batch_id || '/' || merchant_id || '/' || currency FROM settlement_items "
+        "WHERE item_kind = 'transaction' AND run_date = DATE '2026-06-06' ORDER BY rowid").fetchall()]
+    assert len(stored) == 30
+    runs = [k for j, k in enumerate(stored) if j == 0 or stored[j - 1] != k]
+    assert sorted(runs) == runs and len(runs) == len(set(stored)) == 4
+
 # ----------------------------------------------------------------------------- holds
 def test_held_transaction_released_after_resolution_with_original_trade_date(env):
     cfg, con = env
