@@ -229,6 +229,36 @@ def test_unionpay_broken_records_are_quarantined_in_place(tmp_path):
                                                                             ["channel_txn_id", "amount"])
 
 
+
+@pytest.mark.parametrize("block", [64 << 20, 2 * 609 + 100, 700], ids=["one-block", "two-records", "one-record"])
+def test_unionpay_line_ends_and_block_boundaries_keep_rows_and_line_numbers(tmp_path, monkeypatch, block):
+    """CRLF, LF, both mixed, blank lines and no final line end, read in blocks that cut records anywhere:
+    the same rows, numbered by their physical lines."""
+    import functools
+
+    from loaders.formats import unionpay as up
+
+    rows = trade_rows(9, seed=21, mch="802310048993424", card=True)
+    W.write_unionpay_zm(rows, tmp_path / "u.zip", clearing_date=DAY)
+    with zipfile.ZipFile(tmp_path / "u.zip") as zf:
+        for info in zf.infolist():
+            (tmp_path / info.filename).write_bytes(zf.read(info))
+    zm = tmp_path / "INN26060588ZM_802310048993424"
+    recs = [r for r in zm.read_bytes().split(b"\r\n") if r]
+    reference = parse("unionpay_zm", zm).rows.drop_columns(["line_no"])
+    monkeypatch.setattr(up, "_record_blocks", functools.partial(up._record_blocks, block_bytes=block))
+    mixed = b"".join(r + (b"\r\n" if i % 2 else b"\n") for i, r in enumerate(recs))
+    blanks = b"\r\n".join(recs[:3] + [b"", b"   "] + recs[3:])
+    for data, numbers in ((b"\n".join(recs) + b"\n", list(range(1, 10))),
+                          (b"\r\n".join(recs) + b"\r\n", list(range(1, 10))),
+                          (mixed.rstrip(b"\r\n"), list(range(1, 10))),
+                          (blanks, [1, 2, 3, 6, 7, 8, 9, 10, 11])):
+        zm.write_bytes(data)
+        parsed = parse("unionpay_zm", zm)
+        assert not parsed.quarantine, parsed.quarantine
+        assert parsed.rows.column("line_no").to_pylist() == numbers
+        assert parsed.rows.drop_columns(["line_no"]).equals(reference)
+
 def test_bank_opening_balance_lets_the_first_row_be_checked(tmp_path):
     rows = bank_rows(3, seed=17)
     path = W.write_bank_csv(rows, tmp_path / "s.csv", encoding="utf-8", opening_balance=Decimal("1000.00"))
