@@ -76,29 +76,32 @@ INSERT INTO channel_transactions
 SELECT $d, 'wechat', 'trade1', i, 'payment', txn, CASE WHEN i % 10 = 5 THEN NULL ELSE no END, NULL, NULL, '1900',
        CASE WHEN i % 1000 = 4 THEN 'closed' ELSE 'success' END, 'CNY',
        amount + CASE WHEN i % 1000 = 2 THEN 1 ELSE 0 END,
-       round(amount * 0.006::DECIMAL(12,8), 2) + CASE WHEN i % 1000 = 3 THEN 0.01 ELSE 0 END, NULL, ts + INTERVAL 1 SECOND, NULL, NULL
+       round(amount * 0.006::DECIMAL(12,8), 2) + CASE WHEN i % 1000 = 3 THEN 0.01 ELSE 0 END,
+       NULL, ts + INTERVAL 1 SECOND, NULL, NULL
 FROM g WHERE i % 1000 <> 1                                   -- missing_in_channel
 UNION ALL SELECT $d, 'wechat', 'trade1', i + $n, 'payment', txn, no, NULL, NULL, '1900', 'success', 'CNY', amount,
        round(amount * 0.006::DECIMAL(12,8), 2), NULL, ts, NULL, NULL FROM g WHERE i % 1000 = 6   -- duplicate
 UNION ALL SELECT $d, 'wechat', 'trade1', i + 2 * $n, 'payment', 'XZ' || i, 'Z' || i, NULL, NULL, '1900', 'success',
-       'CNY', amount, round(amount * 0.006::DECIMAL(12,8), 2), NULL, ts, NULL, NULL FROM g WHERE i % 1000 = 7  -- missing_in_platform
+       'CNY', amount, round(amount * 0.006::DECIMAL(12,8), 2), NULL, ts, NULL, NULL
+FROM g WHERE i % 1000 = 7                                    -- missing_in_platform
 UNION ALL SELECT $d, 'wechat', 'trade1', i + 3 * $n, 'refund', txn, no, 'RX' || i,
-       CASE WHEN i % 40 = 0 THEN NULL ELSE 'R' || i END, '1900', 'success', 'CNY', round(amount / 3::DECIMAL(18,2), 2), 0, NULL,
-       ts + INTERVAL 1 HOUR, NULL, NULL FROM g WHERE i % 20 = 0
+       CASE WHEN i % 40 = 0 THEN NULL ELSE 'R' || i END, '1900', 'success', 'CNY', round(amount / 3::DECIMAL(18,2), 2),
+       0, NULL, ts + INTERVAL 1 HOUR, NULL, NULL FROM g WHERE i % 20 = 0
 UNION ALL SELECT $d::DATE - 1, 'wechat', 'trade0', i, 'payment', 'Y' || txn, 'Y' || no, NULL, NULL, '1900', 'success',
-       'CNY', amount, round(amount * 0.006::DECIMAL(12,8), 2), amount - round(amount * 0.006::DECIMAL(12,8), 2), ts - INTERVAL 1 DAY, NULL, NULL
+       'CNY', amount, round(amount * 0.006::DECIMAL(12,8), 2), amount - round(amount * 0.006::DECIMAL(12,8), 2),
+       ts - INTERVAL 1 DAY, NULL, NULL
 FROM g""")
     sql("""
 INSERT INTO platform_expected_funds
 SELECT $d, 'expected_fund_movements', 'F' || i, 'wechat', no, NULL, 'in', amount, 'CNY', ts FROM g
-UNION ALL SELECT $d, 'expected_fund_movements', 'FR' || i, 'wechat', no, 'R' || i, 'out', round(amount / 3::DECIMAL(18,2), 2), 'CNY',
-       ts + INTERVAL 1 HOUR FROM g WHERE i % 20 = 0""")
+UNION ALL SELECT $d, 'expected_fund_movements', 'FR' || i, 'wechat', no, 'R' || i, 'out',
+       round(amount / 3::DECIMAL(18,2), 2), 'CNY', ts + INTERVAL 1 HOUR FROM g WHERE i % 20 = 0""")
     sql("""
 INSERT INTO channel_funds_movements
 SELECT $d, 'wechat', 'funds1', i, 'M' || i, txn, no, 'in', amount + CASE WHEN i % 1000 = 8 THEN 0.5 ELSE 0 END,
        'CNY', ts + INTERVAL 2 SECOND, 'trade', NULL FROM g WHERE i % 1000 <> 9      -- long / short
-UNION ALL SELECT $d, 'wechat', 'funds1', i + $n, 'MR' || i, 'RX' || i, 'R' || i, 'out', round(amount / 3::DECIMAL(18,2), 2), 'CNY',
-       ts + INTERVAL 1 HOUR, 'refund', NULL FROM g WHERE i % 20 = 0""")
+UNION ALL SELECT $d, 'wechat', 'funds1', i + $n, 'MR' || i, 'RX' || i, 'R' || i, 'out',
+       round(amount / 3::DECIMAL(18,2), 2), 'CNY', ts + INTERVAL 1 HOUR, 'refund', NULL FROM g WHERE i % 20 = 0""")
     sql("""
 INSERT INTO bank_statement_lines
 SELECT $d, 'bank', 'bank1', 1, $d, 'Tenpay', 'wechat', 'batch', 'in', sum(net) - 1, 'CNY', NULL
@@ -131,8 +134,8 @@ def match(warehouse: Path) -> dict:
     seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)   # all DuckDB threads of this process
     con.close()
-    return {"rows": rows, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 1), "matched": summary.matched, "breaks": summary.by_type,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return {"rows": rows, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 1), "matched": summary.matched,
+            "breaks": summary.by_type, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def main() -> int:

@@ -51,7 +51,8 @@ WITH e AS MATERIALIZED (
 ), o AS (
     SELECT channel, coalesce(refund_no, order_no) AS ref,
            sum(CASE order_type WHEN 'payment' THEN amount ELSE -amount END) AS net
-    FROM platform_orders WHERE business_date = $d AND status = 'success' AND channel IN (SELECT channel FROM channel_params)
+    FROM platform_orders
+    WHERE business_date = $d AND status = 'success' AND channel IN (SELECT channel FROM channel_params)
     GROUP BY ALL
 )
 SELECT 'txn' AS level, coalesce(e.channel, a.channel) AS channel, coalesce(e.ref, a.ref) AS ref, e.net AS p_net,
@@ -130,7 +131,8 @@ WITH od AS (
     SELECT e.channel, x.ref, any_value(e.order_no) AS order_no, any_value(e.currency) AS currency,
            string_agg(e.source_table || ':' || e.source_key, ', ' ORDER BY e.source_key) AS src,
            bool_or(e.expected_at < cp.pday_lo OR e.expected_at >= cp.pday_hi) AS at_cut
-    FROM platform_expected_funds e JOIN internal_diff x ON x.channel = e.channel AND x.ref = coalesce(e.refund_no, e.order_no)
+    FROM platform_expected_funds e
+    JOIN internal_diff x ON x.channel = e.channel AND x.ref = coalesce(e.refund_no, e.order_no)
     JOIN channel_params cp ON cp.channel = e.channel
     WHERE e.business_date = $d GROUP BY ALL
 )

@@ -66,7 +66,8 @@ def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
     # merchant number) pairs with nothing; such rows are numbered per channel, as rows of one NULL match key
     # were. They hardly ever exist and their branches cost the optimiser a materialised scan, so they are
     # there only when some may be in play (the checks may find more rows than are in play, never fewer).
-    p_rows, p_null = f"""p_rows AS NOT MATERIALIZED ({P_ALL}    WHERE CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NOT NULL""", ""
+    p_rows, p_null = (f"""p_rows AS NOT MATERIALIZED ({P_ALL}    WHERE CASE order_type WHEN 'payment' THEN order_no """
+                      """ELSE refund_no END IS NOT NULL"""), ""
     c_filter, c_null = "    WHERE kno IS NOT NULL\n", ""
     keyless_p, keyless_c = con.execute("""
 SELECT (SELECT count(*) FROM platform_orders

@@ -336,4 +336,3 @@ def run_day(cfg: Config, business_date: date, progress: Progress = _quiet) -> Da
     finally:
         con.close()
     return result
-

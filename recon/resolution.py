@@ -201,8 +201,8 @@ def list_discrepancies(con: duckdb.DuckDBPyConnection, *, statuses: tuple[str, .
     age = ("date_diff('day', first_seen_date, CASE WHEN status IN ('open', 'pending') THEN $as_of::DATE "
            "ELSE coalesce(resolved_date, $as_of::DATE) END)")
     sql = (f"SELECT discrepancy_id, business_date, channel, flow, type, status, match_key, currency, difference, "
-           f"first_seen_date, {age} AS age_days, {age_bucket_sql(age)} AS age_bucket, resolved_by, resolution_note FROM discrepancies "
-           f"WHERE list_contains($statuses, status)")
+           f"first_seen_date, {age} AS age_days, {age_bucket_sql(age)} AS age_bucket, resolved_by, resolution_note "
+           f"FROM discrepancies WHERE list_contains($statuses, status)")
     params: dict = {"as_of": as_of, "statuses": list(statuses)}
     if channel:
         sql += " AND channel = $channel"

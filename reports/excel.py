@@ -186,7 +186,8 @@ def write_discrepancy_report(con: duckdb.DuckDBPyConnection, cfg: Any, business_
     p = {"d": business_date}
     with _atomic_workbook(final) as (wb, writers):
         summary = wb.create_sheet("Summary")
-        type_counts = dict(_q(con, "SELECT type, count(*) FROM discrepancies WHERE business_date = $d GROUP BY type", p))
+        type_counts = dict(_q(con, "SELECT type, count(*) FROM discrepancies "
+                                   "WHERE business_date = $d GROUP BY type", p))
         types = list(DISCREPANCY_TYPES) + sorted(t for t in type_counts if t not in DISCREPANCY_TYPES)
         carry_where = "business_date < $d AND status IN ('open', 'pending')"
         dcols, detail_select = detail_columns(con)
@@ -295,9 +296,9 @@ def _write_summary(con: duckdb.DuckDBPyConnection, cfg: Any, ws: Any, business_d
         FROM discrepancies WHERE business_date = $d GROUP BY ALL ORDER BY channel, flow, type, status, currency""", p)
     b.table(dcols, rows, empty="No discrepancies for this date.")
     for t in _q(con, """
-        SELECT 'TOTAL', NULL, NULL, NULL, currency, count(*), sum(platform_amount), sum(channel_amount),
-               sum(difference), sum(abs(difference))
-        FROM discrepancies WHERE business_date = $d GROUP BY currency ORDER BY currency""", p):
+            SELECT 'TOTAL', NULL, NULL, NULL, currency, count(*), sum(platform_amount), sum(channel_amount),
+                   sum(difference), sum(abs(difference))
+            FROM discrepancies WHERE business_date = $d GROUP BY currency ORDER BY currency""", p):
         b.append([cell(ws, v, c.kind, font=BOLD) for v, c in zip(t, dcols)])
 
     # ---- long and short

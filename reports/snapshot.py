@@ -337,4 +337,3 @@ def _sql_str(path: Path | str) -> str:
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-

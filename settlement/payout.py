@@ -142,6 +142,7 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
     by_merchant: dict[str, list[tuple]] = {}
     for row in lines:
         by_merchant.setdefault(row[0], []).append(row)
+
     # Text that comes from outside (config, platform, statements) is made safe; batch_id, channel,
     # item_kind and txn_type are the pipeline's own words (batch ids and channel names are validated).
     def safe_col(col: str) -> str:

@@ -659,7 +659,8 @@ def https_server(tmp_path_factory):
         server.close()
 
 
-__all__ = ["FaultProxy", "HttpServer", "fetch_config", "sftp_source", "landing_leftovers", "RecordedRequest", "Reply", "SshServer", "fault_proxy_factory",
+__all__ = ["FaultProxy", "HttpServer", "fetch_config", "sftp_source", "landing_leftovers", "RecordedRequest", "Reply",
+           "SshServer", "fault_proxy_factory",
            "free_port", "http_server", "https_server", "make_tls_cert", "paramiko_sftp_server", "sftp_server",
            "sha256_fingerprint", "start_openssh", "start_paramiko", "start_ssh_server"]
 

@@ -64,4 +64,5 @@ def test_unreadable_and_non_yaml_configs_are_clear_errors(tmp_path):
 
 def test_date_placeholders():
     d = date(2026, 6, 5)
-    assert expand_path("x/{date:%Y%m%d}/{yymmdd}_{yyyy_mm_dd}_{channel}", d, channel="up") == "x/20260605/260605_2026-06-05_up"
+    assert (expand_path("x/{date:%Y%m%d}/{yymmdd}_{yyyy_mm_dd}_{channel}", d, channel="up")
+            == "x/20260605/260605_2026-06-05_up")

@@ -51,7 +51,8 @@ def test_cli_exit_codes_and_lines(http_server, sftp_server, tmp_path, capsys):
     cfg = write_config(tmp_path, [
         http_channel("wechat", http_server.url("/a.csv")),
         http_channel("alipay", http_server.url("/empty")),
-        {"name": "bank_icbc", "statements": [{"kind": "bank", "format": "icbc", "source": sftp_source(sftp_server, "b.csv")}]},
+        {"name": "bank_icbc", "statements": [{"kind": "bank", "format": "icbc",
+                                              "source": sftp_source(sftp_server, "b.csv")}]},
         http_channel("later", http_server.url("/not-yet.csv")),
         http_channel("maybe", http_server.url("/never.csv"), st={"optional": True}),
     ])

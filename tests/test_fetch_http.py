@@ -96,7 +96,8 @@ def test_bill_api_token_then_gzip_download_keeps_archive_and_statement(http_serv
     arch = [r for r in rows if r.get("role") == "archive"]
     stmt = [r for r in rows if r.get("role", "statement") == "statement"]
     assert len(arch) == 1 and len(stmt) == 1
-    assert arch[0]["original_name"] == "trade_20260605.csv.gz" and arch[0]["sha256"] == hashlib.sha256(gz(CSV)).hexdigest()
+    assert (arch[0]["original_name"] == "trade_20260605.csv.gz"
+            and arch[0]["sha256"] == hashlib.sha256(gz(CSV)).hexdigest())
     assert stmt[0]["extracted_from"] == arch[0]["sha256"]
     archived = tmp_path / "landing" / "objects" / arch[0]["sha256"][:2] / arch[0]["sha256"] / "trade_20260605.csv.gz"
     assert archived.read_bytes() == gz(CSV)                                # the original as it arrived

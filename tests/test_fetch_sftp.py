@@ -5,7 +5,6 @@ Every fault test asserts the exact outcome and that the landing zone holds nothi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from datetime import date, datetime
@@ -289,7 +288,8 @@ def test_connect_timeout_when_server_never_answers(sftp_server, fault_proxy_fact
     sleeps: list[float] = []
     t0 = time.monotonic()
     with pytest.raises(TransientFetchError, match="gave up after 2 attempts"):
-        run(tmp_path, sftp_source(sftp_server, "f.csv", **via(proxy, sftp_server), connect_timeout=0.5, retries=1), sleeps)
+        run(tmp_path, sftp_source(sftp_server, "f.csv", **via(proxy, sftp_server), connect_timeout=0.5, retries=1),
+            sleeps)
     assert time.monotonic() - t0 < 10 and len(sleeps) == 1 and proxy.connections == 2
     assert_nothing_landed(tmp_path)
 

@@ -229,7 +229,6 @@ def test_unionpay_broken_records_are_quarantined_in_place(tmp_path):
                                                                             ["channel_txn_id", "amount"])
 
 
-
 @pytest.mark.parametrize("block", [64 << 20, 2 * 609 + 100, 700], ids=["one-block", "two-records", "one-record"])
 def test_unionpay_line_ends_and_block_boundaries_keep_rows_and_line_numbers(tmp_path, monkeypatch, block):
     """CRLF, LF, both mixed, blank lines and no final line end, read in blocks that cut records anywhere:
@@ -258,6 +257,7 @@ def test_unionpay_line_ends_and_block_boundaries_keep_rows_and_line_numbers(tmp_
         assert not parsed.quarantine, parsed.quarantine
         assert parsed.rows.column("line_no").to_pylist() == numbers
         assert parsed.rows.drop_columns(["line_no"]).equals(reference)
+
 
 def test_bank_opening_balance_lets_the_first_row_be_checked(tmp_path):
     rows = bank_rows(3, seed=17)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("recon", "loaders", "settlement", "reports")
@@ -59,3 +63,10 @@ def test_there_is_no_import_cycle():
     for mod in graph:
         if not state.get(mod):
             visit(mod, [mod])
+
+
+def test_flake8_is_clean():
+    """setup.cfg's [flake8] rules hold for the whole tree (120 columns, no unused imports)."""
+    pytest.importorskip("flake8")   # only the test extra installs it
+    proc = subprocess.run([sys.executable, "-m", "flake8"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -54,7 +54,8 @@ def seed_day(con: duckdb.DuckDBPyConnection, day: date, *, hostile: bool = True,
             con.execute("""INSERT INTO loaded_files (file_id, channel, business_date, kind, format, path, size_bytes,
                 row_count, quarantined_count, gross_total, fee_total, net_total, declared_rows, declared_amount,
                 footer_ok, footer_message, status, loaded_at)
-                VALUES (?, ?, ?, 'trade', ?, ?, 100, 3, 1, ?, 6.00, ?::DECIMAL(18,2) - 6, 3, ?, ?, ?, 'active', now())""",
+                VALUES (?, ?, ?, 'trade', ?, ?, 100, 3, 1, ?, 6.00, ?::DECIMAL(18,2) - 6, 3, ?, ?, ?, 'active',
+                        now())""",
                         [f"{ch}-{ds}", ch, day, f"{ch}_trade", f"/landing/{ch}/{ds}/=bill.csv", gross, gross,
                          gross, ok, None if ok else "declared 4 rows, found 3"])
             con.execute("""INSERT INTO channel_transactions (business_date, channel, file_id, line_no, txn_type,
@@ -89,7 +90,8 @@ def seed_day(con: duckdb.DuckDBPyConnection, day: date, *, hostile: bool = True,
             con.execute("""INSERT INTO discrepancies (discrepancy_id, business_date, channel, flow, type, match_key,
                 platform_amount, channel_amount, difference, currency, status, first_seen_date, last_seen_date)
                 SELECT 'X-' || ? || '-' || lpad(i::VARCHAR, 6, '0'), ?, 'wechat', 'information', 'amount_mismatch',
-                       'k' || i, 1.00, 1.01, 0.01, 'CNY', 'open', ?, ? FROM range(?) r(i)""", [ds, day, day, day, n_extra])
+                       'k' || i, 1.00, 1.01, 0.01, 'CNY', 'open', ?, ?
+                FROM range(?) r(i)""", [ds, day, day, day, n_extra])
         con.execute("""INSERT INTO quarantine (business_date, channel, file_id, path, line_no, field, reason, raw_text,
             quarantined_at) VALUES (?, 'alipay', ?, '/landing/alipay.csv', 7, 'amount', 'not a number: ''=1+1''',
             ?, now())""", [day, f"alipay-{ds}", "=1+1,@SUM(A1),card 4111111111111111" if hostile else "x,y"])
@@ -109,7 +111,8 @@ def seed_settlement(con: duckdb.DuckDBPyConnection, day: date) -> str:
     batch = f"B{day:%Y%m%d}"
     with transaction(con):
         con.execute("INSERT INTO settlement_batches (batch_id, settlement_date, status, created_at) "
-                    "VALUES (?, ?, 'draft', ?)", [batch, day + timedelta(days=1), datetime(2026, 6, 6, 2, tzinfo=timezone.utc)])
+                    "VALUES (?, ?, 'draft', ?)",
+                    [batch, day + timedelta(days=1), datetime(2026, 6, 6, 2, tzinfo=timezone.utc)])
         con.execute("""INSERT INTO settlement_lines (batch_id, merchant_id, currency, trade_count, gross, refunds, fees,
             adjustments, net, payout, carried_forward) VALUES
             (?, 'M001', 'CNY', 3, 60.00, 0.00, 0.36, 0.00, 59.64, 59.64, 0.00),

@@ -37,7 +37,7 @@ def test_items_beyond_the_detail_limit_go_to_csv_with_a_note(demo_cfg, tmp_path)
 def test_the_items_shown_are_the_first_in_order_whatever_the_cap(tmp_path):
     """The workbook reads only the leading (merchant, currency, trade date, channel) groups of a big
     batch; what it shows must still be exactly the first items of the whole batch in ORDER BY ALL order."""
-    from datetime import date, datetime, timezone
+    from datetime import datetime, timezone
 
     from recon.warehouse import transaction
     from tests.test_reports_excel import make_cfg

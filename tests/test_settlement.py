@@ -7,7 +7,6 @@ from the engine.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -59,7 +58,8 @@ def add_disc(con, disc_id: str, day: date, order_no: str, type_: str = "amount_m
              status: str = "open", channel: str = "wechat", resolved: date | None = None) -> None:
     con.execute(
         "INSERT INTO discrepancies (discrepancy_id, business_date, channel, flow, type, match_key, status, "
-        "first_seen_date, last_seen_date, resolved_date, order_no) VALUES (?, ?, ?, 'information', ?, ?, ?, ?, ?, ?, ?)",
+        "first_seen_date, last_seen_date, resolved_date, order_no) "
+        "VALUES (?, ?, ?, 'information', ?, ?, ?, ?, ?, ?, ?)",
         [disc_id, day, channel, type_, order_no, status, day, day, resolved, order_no])
 
 
@@ -291,7 +291,6 @@ def test_multi_currency_settled_per_currency(env):
     assert_conservation(con)
 
 
-
 def test_items_are_stored_merchant_by_merchant(env):
     """Each merchant's items lie together (each statement then reads only its own row groups), whatever
     order the trades came in: interleaved merchants and currencies, two trade days into one batch."""
@@ -308,6 +307,7 @@ def test_items_are_stored_merchant_by_merchant(env):
     assert len(stored) == 30
     runs = [k for j, k in enumerate(stored) if j == 0 or stored[j - 1] != k]
     assert sorted(runs) == runs and len(runs) == len(set(stored)) == 4
+
 
 # ----------------------------------------------------------------------------- holds
 def test_held_transaction_released_after_resolution_with_original_trade_date(env):

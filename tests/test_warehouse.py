@@ -27,7 +27,8 @@ def test_an_older_file_is_migrated_in_order_keeping_its_data(tmp_path, monkeypat
     monkeypatch.setattr(warehouse, "SCHEMA_VERSION", 1)
     monkeypatch.setattr("recon.views.create_views", lambda con: None)   # the old code's views are not ours
     con = connect(path)
-    con.execute("INSERT INTO runs (run_id, business_date, started_at, status) VALUES ('r1', DATE '2026-06-05', now(), 'succeeded')")
+    con.execute("INSERT INTO runs (run_id, business_date, started_at, status) "
+                "VALUES ('r1', DATE '2026-06-05', now(), 'succeeded')")
     con.close()
     monkeypatch.undo()
     con = connect(path)

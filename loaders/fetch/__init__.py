@@ -17,7 +17,8 @@ from loaders.fetch.folder import FolderFetcher
 from loaders.fetch.landing import Landing
 from recon.config import Channel, Config, Statement
 
-__all__ = ["FetchError", "FetchedFile", "FetchOutcome", "NotYetAvailable", "TransientFetchError", "fetch_statement", "fetcher_for"]
+__all__ = ["FetchError", "FetchedFile", "FetchOutcome", "NotYetAvailable", "TransientFetchError", "fetch_statement",
+           "fetcher_for"]
 
 
 def fetcher_for(statement: Statement, sleep: Callable[[float], None] | None = None):

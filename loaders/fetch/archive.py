@@ -87,7 +87,8 @@ def check_entry(name: str, info: zipfile.ZipInfo, what: str) -> None:
     norm = name.replace("\\", "/")
     parts = norm.split("/")
     if norm.startswith("/") or _DRIVE.match(norm) or ".." in parts or "\x00" in norm:
-        raise FetchError(f"{what}: ZIP entry {name!r} points outside the target folder (zip-slip); refusing the archive")
+        raise FetchError(f"{what}: ZIP entry {name!r} points outside the target folder (zip-slip); "
+                         "refusing the archive")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise FetchError(f"{what}: ZIP entry {name!r} is a symbolic link; refusing the archive")
     if info.flag_bits & 0x1:

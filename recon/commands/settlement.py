@@ -56,7 +56,8 @@ def cmd_show(args) -> int:
                 SELECT b.batch_id, CAST(b.settlement_date AS VARCHAR), b.status, coalesce(b.confirmed_by, ''),
                        count(l.merchant_id), coalesce(sum(l.trade_count), 0)
                 FROM settlement_batches b LEFT JOIN settlement_lines l USING (batch_id)
-                GROUP BY b.batch_id, b.settlement_date, b.status, b.confirmed_by ORDER BY b.settlement_date""").fetchall()
+                GROUP BY b.batch_id, b.settlement_date, b.status, b.confirmed_by
+                ORDER BY b.settlement_date""").fetchall()
             if not rows:
                 print("no settlement batches yet")
                 return 0

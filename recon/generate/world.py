@@ -56,7 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon.generate import formats as F
-from recon.generate.text import clock_compact, s, stamp, yuan, zpad
+from recon.generate.text import clock_compact, stamp, yuan, zpad
 
 CHANNELS = ("wechat", "alipay", "unionpay")
 SHARE = (0.45, 0.35, 0.20)
