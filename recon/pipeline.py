@@ -181,6 +181,8 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
                                f"{result.settlement.get('settled', 0)} settled, {result.settlement.get('held', 0)} "
                                f"held{' (' + held + ')' if held else ''}, {result.settlement.get('released', 0)} "
                                "released from earlier holds")
+            for warning in summary.warnings:
+                progress("settle", "warning: " + warning)
             result.seconds["settle"] = time.perf_counter() - t0
         _record_run(con, result.run_id, business_date, cfg, "succeeded", "settle", None, _summary(result))
         return result

@@ -16,6 +16,10 @@ from functools import lru_cache
 from recon.config import Calendar
 
 
+#: How far past a run's date the calendar should know its years: the coming month's settlement dates.
+HORIZON_DAYS = 31
+
+
 class CalendarError(ValueError):
     """A date the business-day calendar cannot classify."""
 
@@ -70,6 +74,27 @@ class BusinessCalendar:
                     "in calendar.extra_holidays / extra_workdays"
                 )
         return day.weekday() < 5  # Monday-Friday
+
+    def horizon_warning(self, day: date, days: int | None = None) -> str | None:
+        """A warning, a month ahead, that the installed chinesecalendar stops knowing the years before the
+        settlement dates of the coming runs do (each December until a release with the next year is
+        installed); None when it knows them, or the config has typed that year's holidays in."""
+        if self.country != "CN":
+            return None
+        days = HORIZON_DAYS if days is None else days
+        _, last = _cn_known_range()
+        if (day + timedelta(days=days)).year <= last:
+            return None
+        nxt = last + 1
+        if self.beyond_known_years == "weekends" and any(d.year == nxt for d in self.extra_holidays):
+            return None
+        then = ("Monday-Friday will be business days in it, with no public holidays"
+                if self.beyond_known_years == "weekends" else
+                "settlement will stop with an error at the first date in it")
+        return (f"calendar: the installed chinesecalendar knows the years up to {last} only, and {nxt} begins "
+                f"within {days} days of {day.isoformat()}: {then}. Upgrade chinesecalendar once a release "
+                f"with {nxt} is out, or set calendar.beyond_known_years: weekends and type {nxt}'s official "
+                "holidays and adjusted working days into calendar.extra_holidays / extra_workdays")
 
     def next_business_day(self, day: date) -> date:
         """The first business day strictly after ``day``."""

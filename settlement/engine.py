@@ -67,6 +67,7 @@ class SettlementSummary:
     held_amount: dict[str, Decimal] = field(default_factory=dict)   # per currency, unsigned sum
     adjustments: int = 0                                    # adjustment items written by run T
     lines: list[dict[str, Any]] = field(default_factory=list)       # lines of batch_ids
+    warnings: list[str] = field(default_factory=list)               # for the people running it, not errors
 
     def to_dict(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:
@@ -83,7 +84,7 @@ class SettlementSummary:
         return conv({
             "business_date": self.business_date, "batch_ids": self.batch_ids, "settled": self.settled,
             "released": self.released, "held": self.held, "held_amount": self.held_amount,
-            "adjustments": self.adjustments, "lines": self.lines,
+            "adjustments": self.adjustments, "lines": self.lines, "warnings": self.warnings,
         })
 
 
@@ -192,6 +193,8 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
     T = business_date
     cal = BusinessCalendar(cfg.calendar)
     summary = SettlementSummary(business_date=T)
+    if warning := cal.horizon_warning(T):
+        summary.warnings.append(warning)
     last_confirmed = con.execute(
         "SELECT max(settlement_date) FROM settlement_batches WHERE status = 'confirmed'").fetchone()[0]
     _load_merchants(con, cfg, T, cal, last_confirmed)

@@ -93,3 +93,36 @@ def test_settlement_batches_across_spring_festival(tmp_path):
     payout = con.execute("SELECT payout FROM settlement_lines WHERE batch_id = 'STL-20260224'").fetchone()[0]
     assert payout == Decimal("994.00")   # 10 x (100.00 - 0.60)
     assert_conservation(con)
+
+
+def test_a_month_before_the_package_runs_out_of_years_the_run_is_warned(monkeypatch):
+    import settlement.calendar as calendar
+
+    monkeypatch.setattr(calendar, "_cn_known_range", lambda: (2004, 2026))
+    cal = BusinessCalendar(Calendar())
+    assert cal.horizon_warning(date(2026, 11, 30)) is None            # + 31 days = 2026-12-31: still known
+    warning = cal.horizon_warning(date(2026, 12, 1))
+    assert "up to 2026 only" in warning and "2027 begins within 31 days of 2026-12-01" in warning
+    assert "stop with an error" in warning and "extra_holidays" in warning
+    weekends = BusinessCalendar(Calendar(beyond_known_years="weekends"))
+    assert "Monday-Friday" in weekends.horizon_warning(date(2026, 12, 20))
+    typed_in = BusinessCalendar(Calendar(beyond_known_years="weekends", extra_holidays=(date(2027, 1, 1),)))
+    assert typed_in.horizon_warning(date(2026, 12, 20)) is None       # the operator has entered 2027
+    assert BusinessCalendar(Calendar(country="none")).horizon_warning(date(2026, 12, 20)) is None
+
+
+def test_settlement_carries_the_calendar_warning_in_its_summary(tmp_path, monkeypatch):
+    import settlement.calendar as calendar
+    from recon.warehouse import transaction
+    from settlement.engine import settle_day
+
+    monkeypatch.setattr(calendar, "_cn_known_range", lambda: (2004, 2026))
+    monkeypatch.setattr(calendar, "HORIZON_DAYS", 400)                # the June test day, as if it were December
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    add_txn(con, date(2026, 6, 5), "payment", "O1", "M001", "100.00")
+    with transaction(con):
+        summary = settle_day(con, cfg, date(2026, 6, 5))
+    assert summary.settled == 1
+    assert len(summary.warnings) == 1 and "2027 begins within 400 days of 2026-06-05" in summary.warnings[0]
+    assert summary.to_dict()["warnings"] == summary.warnings
