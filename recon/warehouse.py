@@ -350,8 +350,11 @@ ALTER TABLE matched_transactions ADD COLUMN outcome VARCHAR DEFAULT 'matched';
 -- export). The path is loaded_files.path.
 ALTER TABLE matched_transactions ADD COLUMN file_id VARCHAR;
 ALTER TABLE matched_transactions ADD COLUMN line_no INTEGER;
+-- (a path loaded twice, before and after a restatement: the active file, else the latest)
 UPDATE matched_transactions m SET file_id = lf.file_id
-FROM loaded_files lf WHERE lf.path = regexp_extract(m.channel_source, '^(.*):[0-9]+$', 1);
+FROM (SELECT path, first(file_id ORDER BY status = 'active' DESC, loaded_at DESC) AS file_id
+      FROM loaded_files GROUP BY path) lf
+WHERE lf.path = regexp_extract(m.channel_source, '^(.*):[0-9]+$', 1);
 UPDATE matched_transactions SET line_no = CAST(regexp_extract(channel_source, ':([0-9]+)$', 1) AS INTEGER)
 WHERE regexp_matches(channel_source, ':[0-9]+$');
 ALTER TABLE matched_transactions DROP COLUMN channel_source;

@@ -91,8 +91,10 @@ class BusinessCalendar:
         then = ("Monday-Friday will be business days in it, with no public holidays"
                 if self.beyond_known_years == "weekends" else
                 "settlement will stop with an error at the first date in it")
-        return (f"calendar: the installed chinesecalendar knows the years up to {last} only, and {nxt} begins "
-                f"within {days} days of {day.isoformat()}: {then}. Upgrade chinesecalendar once a release "
+        when = (f"{day.isoformat()} is in {day.year}" if day.year > last
+                else f"{nxt} begins within {days} days of {day.isoformat()}")
+        return (f"calendar: the installed chinesecalendar knows the years up to {last} only, and {when}: "
+                f"{then}. Upgrade chinesecalendar once a release "
                 f"with {nxt} is out, or set calendar.beyond_known_years: weekends and type {nxt}'s official "
                 "holidays and adjusted working days into calendar.extra_holidays / extra_workdays")
 

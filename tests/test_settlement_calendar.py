@@ -106,6 +106,7 @@ def test_a_month_before_the_package_runs_out_of_years_the_run_is_warned(monkeypa
     assert "stop with an error" in warning and "extra_holidays" in warning
     weekends = BusinessCalendar(Calendar(beyond_known_years="weekends"))
     assert "Monday-Friday" in weekends.horizon_warning(date(2026, 12, 20))
+    assert "2027-01-04 is in 2027" in weekends.horizon_warning(date(2027, 1, 4))
     typed_in = BusinessCalendar(Calendar(beyond_known_years="weekends", extra_holidays=(date(2027, 1, 1),)))
     assert typed_in.horizon_warning(date(2026, 12, 20)) is None       # the operator has entered 2027
     assert BusinessCalendar(Calendar(country="none")).horizon_warning(date(2026, 12, 20)) is None

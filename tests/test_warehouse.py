@@ -47,7 +47,9 @@ def test_matched_pairs_of_an_older_file_keep_their_statement_row_as_file_id_and_
     con = connect(path)
     con.execute("INSERT INTO loaded_files (file_id, channel, business_date, kind, format, path, size_bytes, "
                 "row_count, quarantined_count, status, loaded_at) VALUES "
-                "('f1', 'wechat', DATE '2026-06-05', 'trade', 't', '/in/c:d/bill.csv', 0, 0, 0, 'active', now())")
+                "('f0', 'wechat', DATE '2026-06-05', 'trade', 't', '/in/c:d/bill.csv', 0, 0, 0, 'superseded', now()), "
+                "('f1', 'wechat', DATE '2026-06-05', 'trade', 't', '/in/c:d/bill.csv', 0, 0, 0, 'active', "
+                "now() - INTERVAL 1 DAY)")
     for no, source in (("P1", "/in/c:d/bill.csv:12"), ("P2", "/in/gone.csv:7"), ("P3", None)):
         con.execute("INSERT INTO matched_transactions (business_date, channel, match_key, txn_type, order_no, amount, "
                     "currency, channel_source) VALUES (DATE '2026-06-05', 'wechat', ?, 'payment', ?, 1.00, 'CNY', ?)",
