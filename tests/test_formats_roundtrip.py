@@ -209,13 +209,18 @@ def test_a_bank_file_without_a_recognisable_header_is_a_file_error(tmp_path):
     assert parse("bank_csv", tmp_path / "head.csv").empty_day is True
 
 
+def bare_unionpay_zm(rows, folder):
+    """The ZM file (and its RD report beside it) of ``rows``, unpacked from the ZIP the writer makes."""
+    W.write_unionpay_zm(rows, folder / "u.zip", clearing_date=DAY)
+    with zipfile.ZipFile(folder / "u.zip") as zf:
+        for info in zf.infolist():
+            (folder / info.filename).write_bytes(zf.read(info))
+    return folder / "INN26060588ZM_802310048993424"
+
+
 def test_unionpay_broken_records_are_quarantined_in_place(tmp_path):
     rows = trade_rows(6, seed=16, mch="802310048993424", card=True)
-    W.write_unionpay_zm(rows, tmp_path / "u.zip", clearing_date=DAY)
-    with zipfile.ZipFile(tmp_path / "u.zip") as zf:
-        for info in zf.infolist():
-            (tmp_path / info.filename).write_bytes(zf.read(info))
-    zm = tmp_path / "INN26060588ZM_802310048993424"
+    zm = bare_unionpay_zm(rows, tmp_path)
     recs = zm.read_bytes().split(b"\r\n")
     recs[1] = recs[1][:66] + b"00000000x800" + recs[1][78:]          # 交易金额 not digits
     recs[3] = recs[3][:215] + b"99" + recs[3][217:]                    # 交易类型 99
@@ -237,12 +242,7 @@ def test_unionpay_line_ends_and_block_boundaries_keep_rows_and_line_numbers(tmp_
 
     from loaders.formats import unionpay as up
 
-    rows = trade_rows(9, seed=21, mch="802310048993424", card=True)
-    W.write_unionpay_zm(rows, tmp_path / "u.zip", clearing_date=DAY)
-    with zipfile.ZipFile(tmp_path / "u.zip") as zf:
-        for info in zf.infolist():
-            (tmp_path / info.filename).write_bytes(zf.read(info))
-    zm = tmp_path / "INN26060588ZM_802310048993424"
+    zm = bare_unionpay_zm(trade_rows(9, seed=21, mch="802310048993424", card=True), tmp_path)
     recs = [r for r in zm.read_bytes().split(b"\r\n") if r]
     reference = parse("unionpay_zm", zm).rows.drop_columns(["line_no"])
     monkeypatch.setattr(up, "_record_blocks", functools.partial(up._record_blocks, block_bytes=block))
