@@ -419,3 +419,22 @@ def test_recon_snapshot_says_why_it_cannot_publish(tmp_path):
     assert r.returncode == 1 and "cannot open warehouse" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not snapshot_db_path(cfg).exists()
+
+
+def test_a_table_whose_columns_changed_is_republished_whole(tmp_path):
+    """After a migration changes a partitioned table's columns (as migration 5 did to matched_transactions),
+    the next publish rewrites every day of it, not only the published one: no day keeps the old columns."""
+    cfg = make_cfg(tmp_path)
+    con = connect(cfg.warehouse)
+    seed_day(con, D1)
+    seed_day(con, D2, hostile=False)
+    publish_snapshot(cfg, D2, con=con)
+    con.execute("ALTER TABLE channel_transactions ADD COLUMN batch_note VARCHAR DEFAULT 'migrated'")
+    publish_snapshot(cfg, D2, con=con)
+    manifest = json.loads((cfg.snapshot_path / "manifest.json").read_text())
+    assert manifest["republished_days"]["channel_transactions"] == ["2026-06-05", "2026-06-06"]
+    assert manifest["republished_days"]["discrepancies"] == ["2026-06-06"]    # unchanged columns: its day only
+    _same_as_live(con, snapshot_db_path(cfg))
+    files = sorted((cfg.snapshot_path / "parquet" / "channel_transactions").rglob("*.parquet"))
+    assert files and all("batch_note" in duckdb.read_parquet(str(f)).columns for f in files)
+    con.close()
