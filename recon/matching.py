@@ -43,6 +43,11 @@ STATUSES = ("open", "pending", "auto_resolved", "resolved")
 UNRESOLVED = ("open", "pending")
 SYSTEM = "system"
 
+# The breaks a run over some channels owns: every break of the channels reconciled whole, and the
+# settlement-batch breaks of the channels whose keyed checks ran in key-hash buckets (recon.buckets).
+IN_SCOPE_SQL = ("(channel IN (SELECT channel FROM channel_params) OR (channel IN (SELECT channel FROM batch_params) "
+                "AND flow = 'funds' AND match_key LIKE 'batch:%'))")
+
 # A person's resolution (status 'resolved' by someone other than the system) is never changed by a run.
 MANUAL_SQL = "({t}.status = 'resolved' AND coalesce({t}.resolved_by, '') <> 'system')"
 
@@ -58,12 +63,12 @@ class ReconSummary:
 
 
 def _carry(con: duckdb.DuckDBPyConnection, d: date) -> None:
-    con.execute("""
+    con.execute(f"""
 CREATE OR REPLACE TEMP TABLE carry AS
 SELECT *, status = 'auto_resolved' AND resolved_date > $d AS resolved_later,
        CASE WHEN flow = 'funds' AND match_key LIKE 'batch:%' THEN 'batch' ELSE match_key END AS carry_key
 FROM discrepancies
-WHERE business_date < $d
+WHERE business_date < $d AND {IN_SCOPE_SQL}
   AND (status IN ('open', 'pending') OR (status = 'auto_resolved' AND resolved_date >= $d))
 """, {"d": d})
     con.execute("""
@@ -139,7 +144,7 @@ WITH info AS (
            f.c_amount AS channel_amount, f.difference, f.currency, f.platform_source, f.channel_source,
            f.detail, f.merchant_id, f.order_no, f.at_cut, NULL::VARCHAR AS file_id, NULL::INTEGER AS line_no,
            e.name AS explanation, cp.pending_days
-    FROM funds_today f JOIN channel_params cp USING (channel)
+    FROM funds_today f JOIN batch_params cp USING (channel)
     LEFT JOIN expl e USING (channel, kind, match_key)
     WHERE f.outcome IS NOT NULL AND NOT f.clears
 )
@@ -156,19 +161,21 @@ COLUMNS = ("discrepancy_id, business_date, channel, flow, type, match_key, platf
 def write_discrepancies(con: duckdb.DuckDBPyConnection, d: date) -> None:
     """Replace the day's breaks and update the carried ones; keep people's resolutions; audit every change."""
     p = {"d": d}
-    con.execute("""
+    con.execute(f"""
 CREATE OR REPLACE TEMP TABLE before AS
 SELECT discrepancy_id, status, resolved_by FROM discrepancies
-WHERE business_date = $d OR discrepancy_id IN (SELECT discrepancy_id FROM carry)
+WHERE (business_date = $d AND {IN_SCOPE_SQL})
+   OR discrepancy_id IN (SELECT discrepancy_id FROM carry)
    OR discrepancy_id IN (SELECT discrepancy_id FROM new_breaks)
 """, p)
     # 1. the day's earlier results that today's run no longer finds (a person's resolution stays)
     con.execute(f"""
 DELETE FROM discrepancies d
-WHERE business_date = $d AND NOT {MANUAL_SQL.format(t='d')}
+WHERE business_date = $d AND {IN_SCOPE_SQL} AND NOT {MANUAL_SQL.format(t='d')}
   AND discrepancy_id NOT IN (SELECT discrepancy_id FROM new_breaks)
 """, p)
-    con.execute("DELETE FROM discrepancy_members WHERE business_date = $d", p)
+    con.execute("DELETE FROM discrepancy_members WHERE business_date = $d "     # members: batch breaks only
+                "AND channel IN (SELECT channel FROM batch_params)", p)
     # 2. the day's breaks, merged with what the warehouse already knows about the same break
     con.execute(f"""
 INSERT OR REPLACE INTO discrepancies ({COLUMNS})
@@ -301,7 +308,8 @@ def write_matches(con: duckdb.DuckDBPyConnection, d: date) -> int:
 
     A carried row that finds its partner today is written under today's date.
     """
-    con.execute("DELETE FROM matched_transactions WHERE business_date = $d", {"d": d})
+    con.execute("DELETE FROM matched_transactions WHERE business_date = $d "
+                "AND channel IN (SELECT channel FROM channel_params)", {"d": d})
     con.execute("""
 INSERT INTO matched_transactions (business_date, channel, match_key, txn_type, order_no, refund_no, merchant_id,
                                   amount, currency, channel_fee, event_time, platform_source, outcome, file_id,
@@ -317,10 +325,17 @@ WHERE outcome = 'matched'
     return con.execute("SELECT count(*) FROM info_pairs WHERE outcome = 'matched'").fetchone()[0]
 
 
-def reconcile_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date) -> ReconSummary:
-    """Match the day and write matched pairs and breaks (inside the caller's transaction)."""
+def reconcile_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date,
+                  channels: list[str] | None = None, batch_only: list[str] = ()) -> ReconSummary:
+    """Match the day and write matched pairs and breaks (inside the caller's transaction).
+
+    ``channels``: only these channels (default: every configured one). The others' rows, breaks and
+    pairs are neither read nor touched, so channels reconciled apart (in key-hash buckets,
+    ``recon.buckets``) are merged beside them; ``batch_only`` of those get their settlement-batch check
+    (a bank's lump sum against the whole day, which buckets cannot split) here.
+    """
     d = business_date
-    channel_params(con, cfg, d)
+    channel_params(con, cfg, d, channels, batch_only)
     _carry(con, d)
     information_flow(con, d)
     funds_flow(con, d)
@@ -332,10 +347,10 @@ def reconcile_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: da
 SELECT count(*) FILTER (WHERE status = 'pending' AND business_date = $d),
        count(*) FILTER (WHERE status = 'resolved' AND resolved_by = 'system' AND business_date = $d),
        count(*) FILTER (WHERE status = 'auto_resolved' AND resolved_date = $d)
-FROM discrepancies""", {"d": d}).fetchone()
+FROM discrepancies WHERE """ + IN_SCOPE_SQL, {"d": d}).fetchone()
     carried = dict(con.execute(
         "SELECT type, count(*) FROM discrepancies WHERE business_date < $d AND status IN ('open', 'pending') "
-        "GROUP BY type ORDER BY type", {"d": d}).fetchall())
+        f"AND {IN_SCOPE_SQL} GROUP BY type ORDER BY type", {"d": d}).fetchall())
     drop_info_pairs(con)   # the buffer pool is settlement's next
     return ReconSummary(matched, by_type, auto_resolved=counts[2], pending=counts[0], explained=counts[1],
                         carried_open=carried)

@@ -47,7 +47,8 @@ WITH e AS MATERIALIZED (
 ), a AS (
     SELECT channel, coalesce(reference, channel_txn_id, movement_id) AS ref, sum({SIGNED}) AS net
     FROM channel_funds_movements m JOIN loaded_files lf USING (file_id, channel)
-    WHERE m.business_date = $d AND lf.status = 'active' GROUP BY ALL
+    WHERE m.business_date = $d AND lf.status = 'active' AND channel IN (SELECT channel FROM channel_params)
+    GROUP BY ALL
 ), o AS (
     SELECT channel, coalesce(refund_no, order_no) AS ref,
            sum(CASE order_type WHEN 'payment' THEN amount ELSE -amount END) AS net
@@ -152,7 +153,7 @@ def _batch(con: duckdb.DuckDBPyConnection, d: date) -> None:
     con.execute("""
 CREATE OR REPLACE TEMP TABLE batch_channels AS
 SELECT cp.*, ($d::DATE - cp.lag_days) AS trade_date
-FROM channel_params cp
+FROM batch_params cp
 WHERE cp.channel IN (SELECT b.payer_channel FROM bank_statement_lines b JOIN loaded_files lf USING (file_id)
                      WHERE b.business_date <= $d AND lf.status = 'active' AND b.direction = 'in')
 """, p)
@@ -189,7 +190,7 @@ WITH credits AS (
            any_value(b.file_id) AS file_id
     FROM bank_statement_lines b JOIN loaded_files lf USING (file_id)
     WHERE b.business_date = $d AND lf.status = 'active' AND b.direction = 'in'
-      AND b.payer_channel IN (SELECT channel FROM channel_params)
+      AND b.payer_channel IN (SELECT channel FROM batch_params)
     GROUP BY ALL
 ), expected AS (
     SELECT channel, sum(expected_net) AS net, count(*) AS n, any_value(currency) AS currency

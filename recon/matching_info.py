@@ -178,6 +178,7 @@ LEFT JOIN info_files f ON f.file_no = c.file_no
     con.execute("""CREATE OR REPLACE TEMP TABLE info_files AS
 SELECT file_id, (row_number() OVER (ORDER BY file_id))::INTEGER AS file_no FROM loaded_files WHERE status = 'active'""")
     channels = [c for (c,) in con.execute("SELECT channel FROM channel_params ORDER BY 1").fetchall()]
+    channels = channels or [""]        # no channel reconciled whole (all in buckets): no pairs, same columns
     con.execute("DROP VIEW IF EXISTS info_pairs")
     for i, channel in enumerate(channels):
         con.execute(f"CREATE OR REPLACE TEMP TABLE info_pairs_{i} AS {pairs}", {"d": d, "ch": channel})

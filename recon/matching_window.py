@@ -43,8 +43,14 @@ def _naive(dt: datetime, zone) -> datetime:
     return dt.astimezone(zone).replace(tzinfo=None)
 
 
-def channel_params(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> None:
+def channel_params(con: duckdb.DuckDBPyConnection, cfg: Config, d: date, channels: list[str] | None = None,
+                   batch_only: list[str] = ()) -> None:
     """TEMP TABLE channel_params: one row per configured channel with its contract and its windows for ``d``.
+
+    ``channels`` restricts it (and so the whole reconciliation, which reads only the channels listed here)
+    to those channels. TEMP TABLE ``batch_params``, the same rows plus those of the ``batch_only``
+    channels, is what the settlement-batch check reads: a channel reconciled in key-hash buckets gets its
+    whole-day batch check here, beside the channels reconciled whole.
 
     ``cut_lo_p``/``cut_hi_p``: the channel's window, narrowed by the margin, in platform local time (a
     platform row outside [cut_lo_p, cut_hi_p) is at the cut-off). ``day_lo_c``/``day_hi_c``: the platform
@@ -52,7 +58,8 @@ def channel_params(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> None
     """
     p_start, p_end = platform_window(cfg, d)
     rows = []
-    for c in cfg.channels:
+    chosen = [c for c in cfg.channels if channels is None or c.name in channels or c.name in batch_only]
+    for c in chosen:
         zone = cfg.channel_zone(c)
         c_start, c_end = channel_window(cfg, c, d)
         rows.append((
@@ -64,13 +71,17 @@ def channel_params(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> None
             # the platform day itself (platform local), for platform-only checks (internal consistency)
             p_start.replace(tzinfo=None) + CUTOFF_MARGIN, p_end.replace(tzinfo=None) - CUTOFF_MARGIN,
         ))
-    con.execute("""CREATE OR REPLACE TEMP TABLE channel_params (
+    con.execute("""CREATE OR REPLACE TEMP TABLE batch_params (
         channel VARCHAR, fee_rate DECIMAL(12,8), tolerance DECIMAL(18,2), has_trade BOOLEAN, has_funds BOOLEAN,
         pending_days INTEGER, lag_days INTEGER, cut_lo_p TIMESTAMP, cut_hi_p TIMESTAMP,
         day_lo_c TIMESTAMP, day_hi_c TIMESTAMP, pday_lo TIMESTAMP, pday_hi TIMESTAMP)""")
-    con.executemany("INSERT INTO channel_params VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    if rows:
+        con.executemany("INSERT INTO batch_params VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    keyed = [c.name for c in chosen if channels is None or c.name in channels]
+    con.execute("CREATE OR REPLACE TEMP TABLE channel_params AS SELECT * FROM batch_params "
+                "WHERE list_contains(?, channel)", [keyed])
     expl = [(c.name, i, e.name, e.type, e.max_abs_difference)
-            for c in cfg.channels for i, e in enumerate(c.explanations)]
+            for c in chosen for i, e in enumerate(c.explanations)]
     con.execute("CREATE OR REPLACE TEMP TABLE channel_explanations (channel VARCHAR, ord INTEGER, name VARCHAR, "
                 "type VARCHAR, max_abs DECIMAL(18,2))")
     if expl:
