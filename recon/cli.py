@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "recon.commands.generate",
     "recon.commands.resolve",
     "recon.commands.check_file",
+    "recon.commands.buckets",
 ]
 
 

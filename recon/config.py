@@ -299,6 +299,17 @@ class Schedule(_Model):
     retry_delay_seconds: float = 60           # doubled on each retry ...
     max_retry_delay_seconds: float = 1800     # ... up to this
     pool: str = "recon_warehouse"             # the one-slot Airflow pool every warehouse writer goes through
+    # channel -> N: the nightly DAG reconciles that channel in N key-hash buckets, each its own task
+    # (docs/deploy.md, "When one machine is not enough"); `recon run --split` does the same in one process
+    buckets: dict[str, int] = {}
+
+    @field_validator("buckets")
+    @classmethod
+    def _buckets(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 1}
+        if bad:
+            raise ValueError(f"a channel's number of buckets must be at least 1, got {bad}")
+        return v
 
     @field_validator("cron")
     @classmethod
@@ -349,6 +360,9 @@ class Config(_Model):
         dup = {n for n in ids if ids.count(n) > 1}
         if dup:
             raise ValueError(f"merchant ids must be unique; repeated: {sorted(dup)}")
+        unknown = sorted(set(self.schedule.buckets) - set(names))
+        if unknown:
+            raise ValueError(f"schedule.buckets names channels that are not configured: {unknown} (have: {names})")
         return self
 
     def channel(self, name: str) -> Channel:

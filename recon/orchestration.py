@@ -21,8 +21,11 @@ Errors: a transient fault (:func:`is_transient`: a dropped connection, a timeout
 warehouse) is re-raised so Airflow retries it with exponential backoff; anything else becomes
 ``AirflowFailException`` (no retry: a wrong password or a corrupt file does not get better by waiting).
 
-Scale-out: :func:`reconcile_bucket` / :func:`merge_buckets` reconcile one channel's day in N key-hash
-buckets with the unchanged matching SQL (see docs/deploy.md).
+Scale-out (``schedule.buckets``, docs/deploy.md): the day is loaded and committed first (``load``:
+``pipeline.load_day``), each bucket of a split channel is its own mapped task (``bucket``:
+``recon.buckets.reconcile_bucket`` on a read-only warehouse, writing Parquet), and ``reconcile_and_settle``
+reconciles the other channels, merges the buckets and settles in one transaction. ``recon_buckets`` redoes
+one channel of a day already reconciled (``plan_buckets``, ``bucket_step``, ``merge_step``).
 """
 from __future__ import annotations
 
@@ -32,11 +35,9 @@ import logging
 import os
 import re
 import socket
-import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
@@ -85,6 +86,7 @@ class DagSettings:
     max_retry_delay: timedelta
     pool: str
     config_path: str
+    buckets: dict[str, int]                    # split channels: the nightly DAG gets load and bucket tasks
 
 
 def dag_settings() -> DagSettings:
@@ -100,7 +102,7 @@ def dag_settings() -> DagSettings:
         deadline_seconds=s.file_deadline_minutes * 60, poke_interval_seconds=s.poke_interval_seconds,
         retries=s.retries, retry_delay=timedelta(seconds=s.retry_delay_seconds),
         max_retry_delay=timedelta(seconds=s.max_retry_delay_seconds), pool=s.pool,
-        config_path=str(cfg.config_path))
+        config_path=str(cfg.config_path), buckets=dict(s.buckets))
 
 
 # ----------------------------------------------------------------------------- business date
@@ -272,14 +274,47 @@ def verify(channel: str) -> list[dict]:
         return out
 
 
-def reconcile_and_settle() -> dict:
-    """Load + match + settle the day in one warehouse transaction (``pipeline.process_day``)."""
+def load_statements() -> list[dict]:
+    """Split run, first step: load the day and commit (``pipeline.load_day``); returns the bucket jobs."""
+    from recon.pipeline import load_day
+
+    with task_errors("load"):
+        cfg = load()
+        if not cfg.schedule.buckets:
+            raise ValueError("the DAG was parsed with schedule.buckets, the config now has none: wait for the "
+                             "DAG to be parsed again, then rerun")
+        d = business_date_from_context(_context(), cfg)
+        result = load_day(cfg, d, progress=_progress)
+        log.info("business date %s loaded by run %s: %d files, platform %s", d, result.run_id, len(result.files),
+                 result.platform_rows)
+        return [{"channel": ch, "bucket": b, "buckets": n} for ch, n in cfg.schedule.buckets.items() for b in range(n)]
+
+
+def bucket_job(job: dict) -> dict:
+    """Split run: one key-hash bucket of one channel (read-only warehouse, writes Parquet)."""
+    from recon.buckets import bucket_dir, reconcile_bucket
+
+    with task_errors(f"{job['channel']} bucket {job['bucket']}"):
+        ctx = _context()
+        cfg = load()
+        return reconcile_bucket(cfg, business_date_from_context(ctx, cfg), job["channel"], int(job["bucket"]),
+                                int(job["buckets"]), bucket_dir(cfg))
+
+
+def reconcile_and_settle(buckets: list[dict] | None = None) -> dict:
+    """Load + match + settle the day in one warehouse transaction (``pipeline.process_day``).
+
+    ``buckets``: the results of a split run's bucket tasks; the day is loaded already, the buckets' channels
+    are merged, the rest reconciled, and the day settled, in one transaction.
+    """
+    from recon.buckets import bucket_dir
     from recon.pipeline import process_day
 
     with task_errors("reconcile and settle"):
         cfg = load()
         d = business_date_from_context(_context(), cfg)
-        result = process_day(cfg, d, progress=_progress)
+        split = {b["channel"]: int(b["buckets"]) for b in buckets or []}
+        result = process_day(cfg, d, progress=_progress, split=split or None, bucket_out=bucket_dir(cfg))
         summary = {"business_date": d.isoformat(), "run_id": result.run_id, "files": len(result.files),
                    "rows": sum(f.rows for f in result.files), "platform": result.platform_rows,
                    "matched": result.matched, "breaks": result.breaks, "settlement": result.settlement}
@@ -374,162 +409,6 @@ def notify_failure(context: Any) -> None:
             log.error("failure notification: email failed: %s", exc)
 
 
-# ----------------------------------------------------------------------------- key-hash buckets
-#: Every keyed table the day's reconciliation reads, as the rows of one channel and one bucket. The bucket
-#: is hash(reference) % N where the reference is the platform's order / refund number a row pairs on: the
-#: number inside the match key (``payment:<ref>``, ``refund:<ref>``, ``internal:<ref>``) and the funds-flow
-#: reference. A channel row without the merchant's number takes the platform number its channel id maps to,
-#: exactly as the matching does, so both sides of a pair, its duplicates, its funds movements and its carried
-#: breaks always fall into the same bucket. {src} is the warehouse catalog, {where} the channel + bucket test.
-_IDS = ("SELECT channel, order_type, channel_txn_id, "
-        "min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k "
-        "FROM {src}.platform_orders WHERE channel_txn_id IS NOT NULL GROUP BY ALL")
-BUCKET_INPUTS = {
-    "platform_orders": ("SELECT t.* FROM {src}.platform_orders t WHERE {where}",
-                        "CASE t.order_type WHEN 'payment' THEN t.order_no ELSE t.refund_no END"),
-    "channel_transactions": (
-        "SELECT t.* FROM {src}.channel_transactions t LEFT JOIN (" + _IDS + ") i ON i.channel = t.channel "
-        "AND i.order_type = t.txn_type "
-        "AND i.channel_txn_id = CASE t.txn_type WHEN 'payment' THEN t.channel_txn_id ELSE t.channel_refund_id END "
-        "WHERE {where}",
-        "CASE t.txn_type WHEN 'payment' THEN coalesce(i.k, t.merchant_order_no, t.channel_txn_id) "
-        "ELSE coalesce(i.k, t.merchant_refund_no, t.channel_refund_id, "
-        "coalesce(t.merchant_order_no, t.channel_txn_id) || '@' || t.amount) END"),
-    "platform_expected_funds": ("SELECT t.* FROM {src}.platform_expected_funds t WHERE {where}",
-                                "coalesce(t.refund_no, t.order_no)"),
-    "channel_funds_movements": ("SELECT t.* FROM {src}.channel_funds_movements t WHERE {where}",
-                                "coalesce(t.reference, t.channel_txn_id, t.movement_id)"),
-    # Settlement-batch checks compare a bank's lump sum with a whole channel's day: not splittable by key.
-    "bank_statement_lines": ("SELECT t.* FROM {src}.bank_statement_lines t WHERE false", None),
-}
-#: The reference of a break or a matched pair: its match key without the kind prefix and a duplicate's
-#: ``#<occurrence>``. Channel-wide breaks (``batch:<T>``) belong to no bucket.
-_KEY_REF = r"regexp_replace(regexp_replace(t.match_key, '^(payment|refund|internal):', ''), '#[0-9]+$', '')"
-#: What the reconciliation writes; each bucket writes its own slice (seeded with the slice's current rows).
-BUCKET_OUTPUTS = {
-    "discrepancies": f"t.match_key NOT LIKE 'batch:%' AND {{bucket:{_KEY_REF}}}",
-    "matched_transactions": f"{{bucket:{_KEY_REF}}}",
-    "discrepancy_members": "false",          # members of settlement-batch breaks only
-    "discrepancy_resolutions": "false",      # append-only audit: a bucket's new rows are appended at merge
-}
-
-
-def bucket_sql(ref_sql: str, buckets: int) -> str:
-    # DuckDB hash(): 64-bit, stable for a DuckDB version (every bucket of one run uses the same version).
-    return f"(hash({ref_sql}) % {int(buckets)})"
-
-
-def _bucket_dir(out_dir: Path, channel: str, d: date) -> Path:
-    return Path(out_dir) / f"business_date={d.isoformat()}" / f"channel={channel}"
-
-
-def _has_batch_credits(con, src: str, channel: str, d: date) -> bool:
-    return con.execute(f"SELECT count(*) FROM {src}.bank_statement_lines WHERE payer_channel = ? "
-                       "AND business_date <= ? AND direction = 'in'", [channel, d]).fetchone()[0] > 0
-
-
-def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: int, out_dir: Path) -> dict:
-    """Reconcile one key-hash bucket of one channel's day; writes Parquet, never the warehouse.
-
-    The warehouse is opened read-only (many buckets can read it at once, from many processes). TEMP
-    views named like the input tables show only this channel's rows of this bucket, and TEMP tables
-    named like the output tables hold this slice's current rows; the pipeline's own ``reconcile_day``
-    then runs unchanged and resolves its table names to them (DuckDB looks in ``temp`` first; a write
-    to any other table fails: the warehouse is read-only). The slice it leaves is written to
-    ``<out_dir>/business_date=D/channel=C/<table>/bucket=<b>.parquet``.
-    """
-    from recon import pipeline
-
-    if not 0 <= bucket < buckets:
-        raise ValueError(f"bucket {bucket} is not in 0..{buckets - 1}")
-    cfg.channel(channel)                                   # a known channel (its name is a safe identifier)
-    out = _bucket_dir(out_dir, channel, d)
-    con = pipeline.open_warehouse(cfg, read_only=True)
-    try:
-        db = con.execute("SELECT current_database()").fetchone()[0]
-        src = f'"{db}".main'
-        if _has_batch_credits(con, src, channel, d):
-            raise ValueError(f"channel {channel}: a bank statement shows its settlement-batch credits; the batch "
-                             "check compares whole days and cannot be split by key: reconcile it unsplit")
-        ch = f"'{channel}'"
-        for table, (sql, ref) in BUCKET_INPUTS.items():
-            where = f"t.channel = {ch} AND {bucket_sql(ref, buckets)} = {bucket}" if ref else "true"
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS " + sql.format(src=src, where=where))
-        for table, seed in BUCKET_OUTPUTS.items():
-            ddl = con.execute("SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
-                              "AND table_name = ?", [db, table]).fetchone()[0]
-            for seq in re.findall(r"nextval\('([^']+)'\)", ddl):
-                con.execute(f"CREATE TEMP SEQUENCE IF NOT EXISTS {seq}")
-            con.execute(re.sub(r"^CREATE TABLE\s+(\S+\.)*", "CREATE TEMP TABLE ", ddl, count=1))
-            cond = re.sub(r"\{bucket:(.*)\}", lambda m: f"{bucket_sql(m.group(1), buckets)} = {bucket}", seed)
-            if seed != "false":
-                cond = f"t.channel = {ch} AND {cond}"
-            con.execute(f"INSERT INTO temp.main.{table} SELECT * FROM {src}.{table} t WHERE {cond}")
-        t0 = time.perf_counter()
-        summary = pipeline.reconcile_day(con, cfg, d)
-        seconds = time.perf_counter() - t0
-        files = {}
-        for table in BUCKET_OUTPUTS:
-            path = out / table / f"bucket={bucket}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".parquet.tmp")
-            cols = "* EXCLUDE (resolution_id)" if table == "discrepancy_resolutions" else "*"
-            con.execute(f"COPY (SELECT {cols} FROM temp.main.{table}) TO '{tmp}' (FORMAT parquet)")
-            os.replace(tmp, path)                        # a reader sees the whole bucket file or none
-            files[table] = str(path)
-        return {"channel": channel, "bucket": bucket, "buckets": buckets, "matched": summary.matched,
-                "breaks": dict(summary.by_type), "seconds": round(seconds, 3), "files": files}
-    finally:
-        con.close()
-
-
-def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Path,
-                  con=None) -> dict[str, int]:
-    """Apply every bucket's slice of one channel to the warehouse, in one transaction.
-
-    A bucket file holds the complete new state of its slice (the channel's keyed breaks of every day whose
-    reference hashes to the bucket, as ``reconcile_day`` left them), so the channel's keyed breaks are
-    replaced whole, its matched pairs of the day replaced, and the buckets' audit rows appended.
-    Refuses to merge if a bucket file is missing.
-    """
-    from recon import pipeline
-    from recon.warehouse import transaction
-
-    base = _bucket_dir(out_dir, channel, d)
-    paths = {t: [base / t / f"bucket={b}.parquet" for b in range(buckets)] for t in BUCKET_OUTPUTS}
-    missing = [str(p) for ps in paths.values() for p in ps if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"cannot merge channel {channel} for {d}: bucket files missing: {missing}")
-
-    def files(table: str) -> str:
-        # hive_partitioning off: the folder names (business_date=..., channel=...) are for people and engines
-        # that prune by them; the rows already carry both columns.
-        return "read_parquet([" + ", ".join(f"'{p}'" for p in paths[table]) + "], hive_partitioning = false)"
-
-    own = con is None
-    con = con or pipeline.open_warehouse(cfg)
-    try:
-        with transaction(con):
-            con.execute("DELETE FROM discrepancies WHERE channel = ? AND match_key NOT LIKE 'batch:%'", [channel])
-            con.execute(f"INSERT INTO discrepancies SELECT * FROM {files('discrepancies')}")
-            con.execute("DELETE FROM matched_transactions WHERE channel = ? AND business_date = ?", [channel, d])
-            con.execute(f"INSERT INTO matched_transactions SELECT * FROM {files('matched_transactions')} "
-                        "WHERE business_date = ?", [d])
-            cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {files('discrepancy_resolutions')}").fetchall()]
-            collist = ", ".join(f'"{c}"' for c in cols)
-            con.execute(f"INSERT INTO discrepancy_resolutions ({collist}) "
-                        f"SELECT {collist} FROM {files('discrepancy_resolutions')}")
-        return {t: con.execute(f"SELECT count(*) FROM {files(t)}").fetchone()[0] for t in BUCKET_OUTPUTS}
-    finally:
-        if own:
-            con.close()
-
-
-# ----------------------------------------------------------------------------- the bucket DAG's steps
-def bucket_dir(cfg: Config) -> Path:
-    return Path(cfg.output_dir) / "buckets"
-
-
 def plan_buckets() -> list[int]:
     """The buckets of the run's channel (params ``channel``, ``buckets``); the channel must be configured."""
     with task_errors("plan buckets"):
@@ -545,14 +424,13 @@ def plan_buckets() -> list[int]:
 
 
 def bucket_step(bucket: int) -> dict:
-    with task_errors(f"bucket {bucket}"):
-        ctx = _context()
-        cfg = load()
-        return reconcile_bucket(cfg, business_date_from_context(ctx, cfg), ctx["params"]["channel"], bucket,
-                                int(ctx["params"]["buckets"]), bucket_dir(cfg))
+    ctx = _context()
+    return bucket_job({"channel": ctx["params"]["channel"], "bucket": bucket, "buckets": ctx["params"]["buckets"]})
 
 
-def merge_step() -> dict[str, int]:
+def merge_step() -> dict:
+    from recon.buckets import bucket_dir, merge_buckets
+
     with task_errors("merge buckets"):
         ctx = _context()
         cfg = load()

@@ -10,7 +10,9 @@
 run that fails leaves the warehouse exactly as it was (only the ``runs``
 audit row and the quarantined rows of the failed file are kept, so the
 failure can be investigated). The CLI and the Airflow DAG call the same
-functions: ``fetch_day``, ``process_day``, ``report_day``, ``run_day``.
+functions: ``fetch_day``, ``process_day``, ``report_day``, ``run_day``. A split day
+(large channels reconciled in key-hash buckets, ``recon.buckets``) commits its load
+first (``load_day``) and then reconciles and settles in one transaction.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -35,6 +38,7 @@ from loaders.internal import load_staged, read_platform, staging_parent
 from loaders.load import LoadResult, load_file, parse_fetched
 from recon.config import Config
 from recon.errors import UserError
+from recon.buckets import apply_buckets, bucket_dir, reconcile_bucket
 from recon.matching import reconcile_day
 from recon.warehouse import connect, transaction, unordered_writes
 
@@ -147,33 +151,55 @@ def _keep_quarantine(con, rejected: list[tuple[FetchedFile, list[Quarantined]]],
             con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
+@contextmanager
+def _recorded_run(con: duckdb.DuckDBPyConnection, cfg: Config, result: DayResult, stage: list[str],
+                  rejected: list[tuple[FetchedFile, list[Quarantined]]]) -> Iterator[None]:
+    """The ``runs`` row of a run: ``running`` at the start; on failure ``failed`` with the stage
+    (``stage[0]``, kept current by the caller) and the message, and the failed files' quarantined rows kept."""
+    _record_run(con, result.run_id, result.business_date, cfg, "running", stage[0])
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            con.execute("RESET SESSION preserve_insertion_order")   # the load's setting, after the rollback
+            _keep_quarantine(con, rejected, result.business_date)
+            _record_run(con, result.run_id, result.business_date, cfg, "failed", stage[0], str(exc)[:2000])
+        except Exception:
+            pass
+        raise
+
+
 def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | None = None,
-                progress: Progress = _quiet, con: duckdb.DuckDBPyConnection | None = None) -> DayResult:
-    """Load, reconcile and settle one day in one warehouse transaction."""
+                progress: Progress = _quiet, con: duckdb.DuckDBPyConnection | None = None, *,
+                split: dict[str, int] | None = None, bucket_out: Path | None = None) -> DayResult:
+    """Load, reconcile and settle one day in one warehouse transaction.
+
+    With ``split`` (channel -> number of key-hash buckets) the day has been loaded already
+    (:func:`load_day`) and those channels reconciled bucket by bucket (``recon.buckets.reconcile_bucket``,
+    Parquet under ``bucket_out``): nothing is loaded again; the other channels are reconciled, the buckets
+    merged and the day settled, in one transaction.
+    """
     from settlement.engine import settle_day
 
-    files = landed_files(cfg, business_date) if files is None else files
+    if split is None:
+        files = landed_files(cfg, business_date) if files is None else files
     result = DayResult(business_date, uuid.uuid4().hex[:12])
     own = con is None
     con = con or open_warehouse(cfg)
     rejected: list[tuple[FetchedFile, list[Quarantined]]] = []
-    stage = "load"
+    stage = ["load" if split is None else "match"]
     try:
-        _record_run(con, result.run_id, business_date, cfg, "running", stage)
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
+        with _recorded_run(con, cfg, result, stage, rejected), \
+                tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
                 transaction(con):
-            _load_day(con, cfg, business_date, files, Path(staging), result, rejected, progress)
-            result.seconds["load"] = time.perf_counter() - t0
-            stage, t0 = "match", time.perf_counter()
-            recon = reconcile_day(con, cfg, business_date)
-            result.matched, result.breaks = recon.matched, recon.by_type
-            progress("match", f"{recon.matched} matched, {sum(recon.by_type.values())} breaks "
-                              + ", ".join(f"{k} {v}" for k, v in recon.by_type.items())
-                              + f"; {recon.pending} pending at the day cut, {recon.auto_resolved} earlier "
-                                f"breaks auto-resolved, {sum(recon.carried_open.values())} still open")
+            if split is None:
+                t0 = time.perf_counter()
+                _load_day(con, cfg, business_date, files, Path(staging), result, rejected, progress)
+                result.seconds["load"] = time.perf_counter() - t0
+            stage[0], t0 = "match", time.perf_counter()
+            _reconcile(con, cfg, business_date, result, progress, split or {}, bucket_out)
             result.seconds["match"] = time.perf_counter() - t0
-            stage, t0 = "settle", time.perf_counter()
+            stage[0], t0 = "settle", time.perf_counter()
             summary = settle_day(con, cfg, business_date)
             result.settlement = asdict(summary)
             held = ", ".join(f"{c} {a:,.2f}" for c, a in sorted(result.settlement.get("held_amount", {}).items()))
@@ -186,17 +212,62 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
             result.seconds["settle"] = time.perf_counter() - t0
         _record_run(con, result.run_id, business_date, cfg, "succeeded", "settle", None, _summary(result))
         return result
-    except BaseException as exc:
-        try:
-            con.execute("RESET SESSION preserve_insertion_order")   # the load's setting, after the rollback
-            _keep_quarantine(con, rejected, business_date)
-            _record_run(con, result.run_id, business_date, cfg, "failed", stage, str(exc)[:2000])
-        except Exception:
-            pass
-        raise
     finally:
         if own:
             con.close()
+
+
+def load_day(cfg: Config, business_date: date, files: list[FetchedFile] | None = None,
+             progress: Progress = _quiet, con: duckdb.DuckDBPyConnection | None = None) -> DayResult:
+    """Load the day's statements and platform rows and commit, without reconciling.
+
+    The first step of a split run (:func:`process_day` with ``split``): key-hash buckets read the loaded
+    day from a read-only warehouse. Recorded in ``runs`` with status ``loaded``; loading again is
+    idempotent (unchanged files are skipped, the day's platform rows replaced).
+    """
+    files = landed_files(cfg, business_date) if files is None else files
+    result = DayResult(business_date, uuid.uuid4().hex[:12])
+    own = con is None
+    con = con or open_warehouse(cfg)
+    rejected: list[tuple[FetchedFile, list[Quarantined]]] = []
+    try:
+        with _recorded_run(con, cfg, result, ["load"], rejected), \
+                tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
+                transaction(con):
+            t0 = time.perf_counter()
+            _load_day(con, cfg, business_date, files, Path(staging), result, rejected, progress)
+            result.seconds["load"] = time.perf_counter() - t0
+        _record_run(con, result.run_id, business_date, cfg, "loaded", "load", None, _summary(result))
+        return result
+    finally:
+        if own:
+            con.close()
+
+
+def _reconcile(con: duckdb.DuckDBPyConnection, cfg: Config, d: date, result: DayResult, progress: Progress,
+               split: dict[str, int], bucket_out: Path | None) -> None:
+    """The day's matching: the channels not split in one pass, then each split channel's buckets merged."""
+    for channel in split:
+        cfg.channel(channel)                              # a configured channel, or a clear error
+    rest = [c.name for c in cfg.channels if c.name not in split]
+    # the split channels' settlement-batch checks (whole days, not splittable by key) run here too
+    recon = reconcile_day(con, cfg, d, channels=rest if split else None, batch_only=list(split))
+    result.matched, result.breaks = recon.matched, dict(recon.by_type)
+    progress("match", f"{recon.matched} matched, {sum(recon.by_type.values())} breaks "
+                      + ", ".join(f"{k} {v}" for k, v in recon.by_type.items())
+                      + f"; {recon.pending} pending at the day cut, {recon.auto_resolved} earlier "
+                        f"breaks auto-resolved, {sum(recon.carried_open.values())} still open"
+                      + (f" (every channel but {', '.join(split)}, and their settlement batches)" if split else ""))
+    for channel, n in split.items():
+        if bucket_out is None:
+            raise ValueError("split channels need the folder their buckets were written to (bucket_out)")
+        merged = apply_buckets(con, d, channel, n, bucket_out)
+        result.matched += merged["matched"]
+        for k, v in merged["breaks"].items():
+            result.breaks[k] = result.breaks.get(k, 0) + v
+        progress("match", f"{channel}: {n} key-hash buckets merged: {merged['matched']} matched, "
+                          f"{sum(merged['breaks'].values())} breaks")
+    result.breaks = dict(sorted(result.breaks.items()))
 
 
 def _load_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date, files: list[FetchedFile],
@@ -322,19 +393,48 @@ def _write_reports(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: d
     return outputs
 
 
-def run_day(cfg: Config, business_date: date, progress: Progress = _quiet) -> DayResult:
-    """Every stage for one business date: what `recon run` does."""
+def run_day(cfg: Config, business_date: date, progress: Progress = _quiet,
+            split: dict[str, int] | None = None) -> DayResult:
+    """Every stage for one business date: what `recon run` does.
+
+    ``split`` (channel -> N) runs the nightly DAG's split path in this process: load and commit, each
+    bucket in turn (read-only, Parquet under ``<output_dir>/buckets``), then reconcile, merge and settle.
+    """
     check_formats(cfg)
     t0 = time.perf_counter()
     files = fetch_day(cfg, business_date, progress=progress)
     fetch_s = time.perf_counter() - t0
+    loaded = _load_and_split(cfg, business_date, files, progress, split) if split else None
     con = open_warehouse(cfg)
     try:
-        result = process_day(cfg, business_date, files, progress, con=con)
+        result = process_day(cfg, business_date, files, progress, con=con, split=split or None,
+                             bucket_out=bucket_dir(cfg))
         result.seconds["fetch"] = fetch_s
+        if loaded is not None:          # what the split path's own load run loaded
+            result.files, result.platform_rows = loaded.files, loaded.platform_rows
+            result.seconds["load"] = loaded.seconds["load"]
         t0 = time.perf_counter()
         result.outputs = report_day(cfg, business_date, con=con, progress=progress)
         result.seconds["report"] = time.perf_counter() - t0
     finally:
         con.close()
     return result
+
+
+def _load_and_split(cfg: Config, d: date, files: list[FetchedFile], progress: Progress,
+                    split: dict[str, int]) -> DayResult:
+    """The split path's first steps: the day loaded and committed, then every bucket reconciled.
+
+    The buckets run one after the other here (each already uses every core); the DAG runs them as
+    parallel tasks. The writer connection is closed first: a read-only reader cannot open the file while
+    a writer holds it.
+    """
+    loaded = load_day(cfg, d, files, progress)
+    progress("load", f"committed by run {loaded.run_id}; reconciling "
+                     + ", ".join(f"{ch} in {n} buckets" for ch, n in split.items()))
+    for channel, n in split.items():
+        for b in range(n):
+            r = reconcile_bucket(cfg, d, channel, b, n, bucket_dir(cfg))
+            progress("match", f"{channel} bucket {b + 1}/{n}: {r['matched']} matched, "
+                              f"{sum(r['breaks'].values())} breaks ({r['seconds']:.1f} s)")
+    return loaded

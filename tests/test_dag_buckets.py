@@ -11,7 +11,8 @@ import duckdb
 import pytest
 
 from recon.config import load_config
-from recon.orchestration import business_date_of, merge_buckets, reconcile_bucket
+from recon.buckets import merge_buckets, reconcile_bucket
+from recon.orchestration import business_date_of
 from recon.pipeline import fetch_day, process_day
 from recon.warehouse import connect
 from tests.conftest import DEMO_DATE, write_demo_config

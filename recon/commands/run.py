@@ -19,6 +19,13 @@ def parse_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def parse_split(text: str) -> tuple[str, int]:
+    channel, _, n = text.partition("=")
+    if not channel or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected CHANNEL=N with N at least 1, e.g. wechat=4; got {text!r}")
+    return channel, int(n)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run every stage for one business date (or a range, in order)")
     p.add_argument("--config", required=True, help="the YAML config file")
@@ -27,6 +34,9 @@ def add_parser(sub) -> None:
     g.add_argument("--from", dest="date_from", type=parse_date, help="first business date of a range")
     p.add_argument("--to", dest="date_to", type=parse_date, help="last business date of a range (with --from)")
     p.add_argument("--quiet", action="store_true", help="only the final summary")
+    p.add_argument("--split", action="append", default=[], metavar="CHANNEL=N", type=parse_split,
+                   help="reconcile CHANNEL in N key-hash buckets, as the nightly DAG does with schedule.buckets "
+                        "(repeatable; same results as unsplit)")
     p.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the bundled samples into a fresh folder")
@@ -47,11 +57,13 @@ def days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def run_dates(cfg: Config, dates: list[date], quiet: bool = False) -> int:
+def run_dates(cfg: Config, dates: list[date], quiet: bool = False, split: dict[str, int] | None = None) -> int:
     from recon.pipeline import run_day
 
+    for channel in split or {}:
+        cfg.channel(channel)
     for d in dates:
-        result = run_day(cfg, d, progress=_progress(quiet))
+        result = run_day(cfg, d, progress=_progress(quiet), split=split)
         print_summary(result)
     return 0
 
@@ -79,7 +91,7 @@ def cmd_run(args) -> int:
         if not args.date_to:
             raise UserError("--from needs --to")
         dates = days(args.date_from, args.date_to)
-    return run_dates(cfg, dates, args.quiet)
+    return run_dates(cfg, dates, args.quiet, dict(args.split))
 
 
 def cmd_demo(args) -> int:

@@ -1,0 +1,198 @@
+"""A channel's day reconciled in N key-hash buckets, each on a read-only warehouse, then merged.
+
+For a channel too large for one task (docs/deploy.md, "When one machine is not enough"): every bucket
+runs the pipeline's unchanged ``reconcile_day`` over its slice of the channel's rows and writes Parquet;
+:func:`apply_buckets` replaces the channel's breaks and the day's pairs with the union of the buckets, inside
+the caller's transaction (the nightly run's, so merge and settlement commit together), and
+:func:`merge_buckets` does the same in a transaction of its own. The result is exactly the unsplit run's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from recon.config import Config
+from recon.matching import reconcile_day
+from recon.warehouse import connect, transaction
+
+#: Every keyed table the day's reconciliation reads, as the rows of one channel and one bucket. The bucket
+#: is hash(reference) % N where the reference is the platform's order / refund number a row pairs on: the
+#: number inside the match key (``payment:<ref>``, ``refund:<ref>``, ``internal:<ref>``) and the funds-flow
+#: reference. A channel row without the merchant's number takes the platform number its channel id maps to,
+#: exactly as the matching does, so both sides of a pair, its duplicates, its funds movements and its carried
+#: breaks always fall into the same bucket. {src} is the warehouse catalog, {where} the channel + bucket test.
+_IDS = ("SELECT channel, order_type, channel_txn_id, "
+        "min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k "
+        "FROM {src}.platform_orders WHERE channel_txn_id IS NOT NULL GROUP BY ALL")
+BUCKET_INPUTS = {
+    "platform_orders": ("SELECT t.* FROM {src}.platform_orders t WHERE {where}",
+                        "CASE t.order_type WHEN 'payment' THEN t.order_no ELSE t.refund_no END"),
+    "channel_transactions": (
+        "SELECT t.* FROM {src}.channel_transactions t LEFT JOIN (" + _IDS + ") i ON i.channel = t.channel "
+        "AND i.order_type = t.txn_type "
+        "AND i.channel_txn_id = CASE t.txn_type WHEN 'payment' THEN t.channel_txn_id ELSE t.channel_refund_id END "
+        "WHERE {where}",
+        "CASE t.txn_type WHEN 'payment' THEN coalesce(i.k, t.merchant_order_no, t.channel_txn_id) "
+        "ELSE coalesce(i.k, t.merchant_refund_no, t.channel_refund_id, "
+        "coalesce(t.merchant_order_no, t.channel_txn_id) || '@' || t.amount) END"),
+    "platform_expected_funds": ("SELECT t.* FROM {src}.platform_expected_funds t WHERE {where}",
+                                "coalesce(t.refund_no, t.order_no)"),
+    "channel_funds_movements": ("SELECT t.* FROM {src}.channel_funds_movements t WHERE {where}",
+                                "coalesce(t.reference, t.channel_txn_id, t.movement_id)"),
+    # Settlement-batch checks compare a bank's lump sum with a whole channel's day: not splittable by key.
+    "bank_statement_lines": ("SELECT t.* FROM {src}.bank_statement_lines t WHERE false", None),
+}
+#: The reference of a break or a matched pair: its match key without the kind prefix and a duplicate's
+#: ``#<occurrence>``. Channel-wide breaks (``batch:<T>``) belong to no bucket.
+_KEY_REF = r"regexp_replace(regexp_replace(t.match_key, '^(payment|refund|internal):', ''), '#[0-9]+$', '')"
+#: What the reconciliation writes; each bucket writes its own slice (seeded with the slice's current rows).
+BUCKET_OUTPUTS = {
+    "discrepancies": f"t.match_key NOT LIKE 'batch:%' AND {{bucket:{_KEY_REF}}}",
+    "matched_transactions": f"{{bucket:{_KEY_REF}}}",
+    "discrepancy_members": "false",          # members of settlement-batch breaks only
+    "discrepancy_resolutions": "false",      # append-only audit: a bucket's new rows are appended at merge
+}
+
+
+def bucket_sql(ref_sql: str, buckets: int) -> str:
+    # DuckDB hash(): 64-bit, stable for a DuckDB version (every bucket of one run uses the same version).
+    return f"(hash({ref_sql}) % {int(buckets)})"
+
+
+def _bucket_dir(out_dir: Path, channel: str, d: date) -> Path:
+    return Path(out_dir) / f"business_date={d.isoformat()}" / f"channel={channel}"
+
+
+def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: int, out_dir: Path) -> dict:
+    """Reconcile one key-hash bucket of one channel's day; writes Parquet, never the warehouse.
+
+    The warehouse is opened read-only (many buckets can read it at once, from many processes). TEMP
+    views named like the input tables show only this channel's rows of this bucket, and TEMP tables
+    named like the output tables hold this slice's current rows; the pipeline's own ``reconcile_day``
+    then runs unchanged and resolves its table names to them (DuckDB looks in ``temp`` first; a write
+    to any other table fails: the warehouse is read-only). The slice it leaves is written to
+    ``<out_dir>/business_date=D/channel=C/<table>/bucket=<b>.parquet``, and its counts, with the run whose
+    data it read (:func:`basis_run`), to ``.../summary/bucket=<b>.json``.
+    """
+    if not 0 <= bucket < buckets:
+        raise ValueError(f"bucket {bucket} is not in 0..{buckets - 1}")
+    cfg.channel(channel)                                   # a known channel (its name is a safe identifier)
+    out = _bucket_dir(out_dir, channel, d)
+    con = connect(cfg.warehouse, read_only=True, memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads)
+    try:
+        db = con.execute("SELECT current_database()").fetchone()[0]
+        src = f'"{db}".main'
+        basis = basis_run(con, d)
+        ch = f"'{channel}'"
+        for table, (sql, ref) in BUCKET_INPUTS.items():
+            where = f"t.channel = {ch} AND {bucket_sql(ref, buckets)} = {bucket}" if ref else "true"
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS " + sql.format(src=src, where=where))
+        for table, seed in BUCKET_OUTPUTS.items():
+            ddl = con.execute("SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
+                              "AND table_name = ?", [db, table]).fetchone()[0]
+            for seq in re.findall(r"nextval\('([^']+)'\)", ddl):
+                con.execute(f"CREATE TEMP SEQUENCE IF NOT EXISTS {seq}")
+            con.execute(re.sub(r"^CREATE TABLE\s+(\S+\.)*", "CREATE TEMP TABLE ", ddl, count=1))
+            cond = re.sub(r"\{bucket:(.*)\}", lambda m: f"{bucket_sql(m.group(1), buckets)} = {bucket}", seed)
+            if seed != "false":
+                cond = f"t.channel = {ch} AND {cond}"
+            con.execute(f"INSERT INTO temp.main.{table} SELECT * FROM {src}.{table} t WHERE {cond}")
+        t0 = time.perf_counter()
+        summary = reconcile_day(con, cfg, d, channels=[channel])
+        seconds = time.perf_counter() - t0
+        files = {}
+        for table in BUCKET_OUTPUTS:
+            path = out / table / f"bucket={bucket}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".parquet.tmp")
+            cols = "* EXCLUDE (resolution_id)" if table == "discrepancy_resolutions" else "*"
+            con.execute(f"COPY (SELECT {cols} FROM temp.main.{table}) TO '{tmp}' (FORMAT parquet)")
+            os.replace(tmp, path)                        # a reader sees the whole bucket file or none
+            files[table] = str(path)
+        result = {"channel": channel, "business_date": d.isoformat(), "bucket": bucket, "buckets": buckets,
+                  "basis_run": basis, "matched": summary.matched, "breaks": dict(summary.by_type),
+                  "seconds": round(seconds, 3), "files": files}
+        _write_json(out / "summary" / f"bucket={bucket}.json", result)
+        return result
+    finally:
+        con.close()
+
+
+def basis_run(con: duckdb.DuckDBPyConnection, d: date) -> str | None:
+    """The run whose data a bucket reads: the day's latest run that loaded it (``loaded`` or ``succeeded``)."""
+    row = con.execute("SELECT run_id FROM runs WHERE business_date = ? AND status IN ('loaded', 'succeeded') "
+                      "ORDER BY started_at DESC LIMIT 1", [d]).fetchone()
+    return row[0] if row else None
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets: int,
+                  out_dir: Path) -> dict[str, int]:
+    """Apply every bucket's slice of one channel to the warehouse, inside the caller's transaction.
+
+    A bucket file holds the complete new state of its slice (the channel's keyed breaks of every day whose
+    reference hashes to the bucket, as ``reconcile_day`` left them), so the channel's keyed breaks are
+    replaced whole, its matched pairs of the day replaced, and the buckets' audit rows appended.
+    Refuses if a bucket file is missing, or if a bucket read other data than the warehouse now holds (the
+    day was loaded again after it ran). Returns the buckets' summed counts (``matched``, ``breaks`` by
+    type, as ``reconcile_day`` reports them) and the rows merged per table (``rows``).
+    """
+    base = _bucket_dir(out_dir, channel, d)
+    paths = {t: [base / t / f"bucket={b}.parquet" for b in range(buckets)] for t in BUCKET_OUTPUTS}
+    summaries = [base / "summary" / f"bucket={b}.json" for b in range(buckets)]
+    missing = [str(p) for ps in [*paths.values(), summaries] for p in ps if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot merge channel {channel} for {d}: bucket files missing: {missing}")
+    done = [json.loads(p.read_text(encoding="utf-8")) for p in summaries]
+    basis = basis_run(con, d)
+    stale = [f"bucket {s['bucket']} (read run {s.get('basis_run')})" for s in done if s.get("basis_run") != basis]
+    if stale:
+        raise ValueError(f"cannot merge channel {channel} for {d}: the warehouse now holds the data of run {basis}, "
+                         f"but {', '.join(stale)}; reconcile the buckets again")
+
+    def files(table: str) -> str:
+        # hive_partitioning off: the folder names (business_date=..., channel=...) are for people and engines
+        # that prune by them; the rows already carry both columns.
+        return "read_parquet([" + ", ".join(f"'{p}'" for p in paths[table]) + "], hive_partitioning = false)"
+
+    con.execute("DELETE FROM discrepancies WHERE channel = ? AND match_key NOT LIKE 'batch:%'", [channel])
+    con.execute(f"INSERT INTO discrepancies SELECT * FROM {files('discrepancies')}")
+    con.execute("DELETE FROM matched_transactions WHERE channel = ? AND business_date = ?", [channel, d])
+    con.execute(f"INSERT INTO matched_transactions SELECT * FROM {files('matched_transactions')} "
+                "WHERE business_date = ?", [d])
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {files('discrepancy_resolutions')}").fetchall()]
+    collist = ", ".join(f'"{c}"' for c in cols)
+    con.execute(f"INSERT INTO discrepancy_resolutions ({collist}) "
+                f"SELECT {collist} FROM {files('discrepancy_resolutions')}")
+    breaks: dict[str, int] = {}
+    for s_ in done:
+        for k, v in s_["breaks"].items():
+            breaks[k] = breaks.get(k, 0) + v
+    return {"matched": sum(s_["matched"] for s_ in done), "breaks": dict(sorted(breaks.items())),
+            "rows": {t: con.execute(f"SELECT count(*) FROM {files(t)}").fetchone()[0] for t in BUCKET_OUTPUTS}}
+
+
+def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Path) -> dict[str, int]:
+    """:func:`apply_buckets` in a warehouse transaction of its own (``recon buckets merge``, ``recon_buckets``)."""
+    con = connect(cfg.warehouse, memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads)
+    try:
+        with transaction(con):
+            return apply_buckets(con, d, channel, buckets, out_dir)
+    finally:
+        con.close()
+
+
+def bucket_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / "buckets"
