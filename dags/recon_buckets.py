@@ -3,8 +3,9 @@ warehouse, writing Parquet), then merged in one transaction through the warehous
 
 Triggered by hand for a business date already loaded by ``recon_nightly`` (params: channel, buckets), e.g.
 ``airflow dags test recon_buckets 2026-06-05 -c '{"channel": "wechat", "buckets": 4}'``. The result is
-identical to the unsplit reconciliation (tests/test_dag.py, tests/test_dag_buckets.py); docs/deploy.md
-explains when and how the nightly DAG would use it.
+identical to the unsplit reconciliation (tests/test_dag.py, tests/test_dag_buckets.py). The nightly DAG splits
+the channels of ``schedule.buckets`` itself (docs/deploy.md); ``recon buckets reconcile|merge`` are these steps
+by hand.
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The nightly reconciliation: per channel wait -> fetch -> verify, then reconcile + settle, report, publish.
 
+With ``schedule.buckets`` (large channels split by key hash): ... verify -> load -> bucket[channel, b] ... ->
+reconcile + settle (the other channels, and the buckets merged) -> report -> publish.
+
 Thin on purpose: every step is a function of ``recon.orchestration`` (the same pipeline code ``recon run``
 uses). At parse time the DAG reads only the local YAML config named by RECON_CONFIG (or the Airflow
 Variable ``recon_config``) for its schedule; no network, no database. Conventions: docs/deploy.md.
@@ -55,8 +58,19 @@ def recon_nightly():
     # trigger_rule all_success (the default): one channel missing = no reconciliation, no partial publish.
     # depends_on_past: day D+1 carries D's open breaks forward, so it waits until D has reconciled.
     @task(pool=S.pool, depends_on_past=True)
-    def reconcile_and_settle(verified: list[list[dict]]) -> dict:
-        return steps.reconcile_and_settle()
+    def reconcile_and_settle(verified: list[list[dict]], buckets: list[dict] | None = None) -> dict:
+        return steps.reconcile_and_settle(buckets)
+
+    # Split channels (schedule.buckets): the day is loaded and committed first, then each bucket is a task of
+    # its own on a read-only warehouse, outside the pool. wait_for_downstream: D+1 loads only once D's
+    # buckets and reconciliation have succeeded, so a bucket never reads a day whose predecessor failed.
+    @task(pool=S.pool, wait_for_downstream=True)
+    def load(verified: list[list[dict]]) -> list[dict]:
+        return steps.load_statements()
+
+    @task
+    def bucket(job: dict) -> dict:
+        return steps.bucket_job(job)
 
     @task(pool=S.pool)
     def report(summary: dict) -> dict[str, str]:
@@ -67,7 +81,13 @@ def recon_nightly():
         return steps.publish()
 
     verified = per_channel.expand(channel=plan())
-    publish(report(reconcile_and_settle(verified)))
+    if S.buckets:
+        jobs = load(verified)
+        summary = reconcile_and_settle(verified, bucket.expand(job=jobs))
+        jobs >> summary                        # directly downstream of load too (wait_for_downstream)
+    else:
+        summary = reconcile_and_settle(verified)
+    publish(report(summary))
 
 
 recon_nightly()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -388,6 +389,38 @@ def test_bucket_dag_reconciles_a_channel_in_buckets_identically(demo_run):
     parts = sorted((Path(cfg.output_dir) / "buckets" / "business_date=2026-06-05" / "channel=wechat"
                     / "discrepancies").glob("bucket=*.parquet"))
     assert [p.name for p in parts] == ["bucket=0.parquet", "bucket=1.parquet", "bucket=2.parquet"]
+
+
+def test_nightly_dag_with_schedule_buckets_splits_wechat_and_equals_the_unsplit_run(airflow_home, tmp_path):
+    """schedule.buckets: the nightly DAG loads and commits, runs wechat's 3 buckets as mapped tasks outside the
+    pool, then reconciles alipay, merges wechat and settles: the same warehouse as `recon run` unsplit."""
+    config = rewrite(write_demo_config(tmp_path / "split"), lambda raw: raw.update(schedule={"buckets": {"wechat": 3}}))
+    _, dag = load_dag(config)
+    tasks = dag.task_dict
+    assert {"load", "bucket"} <= set(tasks)
+    assert tasks["load"].pool == POOL and tasks["load"].wait_for_downstream
+    assert tasks["bucket"].pool != POOL                      # read-only: buckets run side by side
+    assert tasks["reconcile_and_settle"].upstream_task_ids >= {"load", "bucket"}
+    state, states = run_dag(config)
+    assert state == "success", states
+    assert sorted(k for k in states if k[0] == "bucket") == [("bucket", 0), ("bucket", 1), ("bucket", 2)]
+    cfg = load_config(config)
+    assert warehouse_state(cfg) == cli_reference(tmp_path)
+    con = connect(cfg.warehouse, read_only=True)
+    runs = con.execute("SELECT status, stage FROM runs ORDER BY started_at").fetchall()
+    con.close()
+    assert runs == [("loaded", "load"), ("succeeded", "settle")]
+    assert (Path(cfg.output_dir) / "reports" / "2026-06-05" / "recon_report_2026-06-05.xlsx").exists()
+
+
+def test_schedule_buckets_must_name_configured_channels(tmp_path):
+    from recon.config import ConfigError
+
+    for buckets, message in (({"nosuch": 2}, "not configured: ['nosuch']"), ({"wechat": 0}, "at least 1")):
+        config = rewrite(write_demo_config(tmp_path / f"bad{len(message)}"),
+                         lambda raw: raw.update(schedule={"buckets": buckets}))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(config)
 
 
 def test_transient_faults_are_retried_and_others_fail_at_once(airflow_home, tmp_path, http_server):
