@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -154,7 +155,9 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
     summaries = [base / "summary" / f"bucket={b}.json" for b in range(buckets)]
     missing = [str(p) for ps in [*paths.values(), summaries] for p in ps if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"cannot merge channel {channel} for {d}: bucket files missing: {missing}")
+        raise FileNotFoundError(f"cannot merge channel {channel} for {d}: bucket files missing (a bucket did not "
+                                f"finish, or they were merged and removed already: reconcile the buckets again): "
+                                f"{missing}")
     done = [json.loads(p.read_text(encoding="utf-8")) for p in summaries]
     basis = basis_run(con, d)
     stale = [f"bucket {s['bucket']} (read run {s.get('basis_run')})" for s in done if s.get("basis_run") != basis]
@@ -184,14 +187,26 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
             "rows": {t: con.execute(f"SELECT count(*) FROM {files(t)}").fetchone()[0] for t in BUCKET_OUTPUTS}}
 
 
-def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Path) -> dict[str, int]:
-    """:func:`apply_buckets` in a warehouse transaction of its own (``recon buckets merge``, ``recon_buckets``)."""
+def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Path) -> dict:
+    """:func:`apply_buckets` in a warehouse transaction of its own (``recon buckets merge``, ``recon_buckets``);
+    the merged slices are removed once it commits (:func:`discard_slices`)."""
     con = connect(cfg.warehouse, memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads)
     try:
         with transaction(con):
-            return apply_buckets(con, d, channel, buckets, out_dir)
+            merged = apply_buckets(con, d, channel, buckets, out_dir)
     finally:
         con.close()
+    discard_slices(out_dir, d, channel)
+    return merged
+
+
+def discard_slices(out_dir: Path, d: date, channel: str) -> None:
+    """Remove a channel's bucket Parquet of day ``d`` once merged and committed (at ten million orders a day
+    they are a few hundred MB); the small ``summary/bucket=<b>.json`` files stay as the record of what each
+    bucket found and which load it read. Merging again needs the buckets reconciled again."""
+    base = _bucket_dir(out_dir, channel, d)
+    for table in BUCKET_OUTPUTS:
+        shutil.rmtree(base / table, ignore_errors=True)
 
 
 def bucket_dir(cfg: Config) -> Path:

@@ -36,9 +36,9 @@ from loaders.fetch import FetchedFile, NotYetAvailable, fetch_statement
 from loaders.fetch.landing import Landing
 from loaders.internal import load_staged, read_platform, staging_parent
 from loaders.load import LoadResult, load_file, parse_fetched
+from recon.buckets import apply_buckets, bucket_dir, discard_slices, reconcile_bucket
 from recon.config import Config
 from recon.errors import UserError
-from recon.buckets import apply_buckets, bucket_dir, reconcile_bucket
 from recon.matching import reconcile_day
 from recon.warehouse import connect, transaction, unordered_writes
 
@@ -177,7 +177,7 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
     With ``split`` (channel -> number of key-hash buckets) the day has been loaded already
     (:func:`load_day`) and those channels reconciled bucket by bucket (``recon.buckets.reconcile_bucket``,
     Parquet under ``bucket_out``): nothing is loaded again; the other channels are reconciled, the buckets
-    merged and the day settled, in one transaction.
+    merged and the day settled, in one transaction; then the merged Parquet is removed.
     """
     from settlement.engine import settle_day
 
@@ -211,6 +211,8 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
                 progress("settle", "warning: " + warning)
             result.seconds["settle"] = time.perf_counter() - t0
         _record_run(con, result.run_id, business_date, cfg, "succeeded", "settle", None, _summary(result))
+        for channel in split or {}:
+            discard_slices(bucket_out, business_date, channel)      # merged and committed
         return result
     finally:
         if own:

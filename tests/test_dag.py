@@ -386,9 +386,10 @@ def test_bucket_dag_reconciles_a_channel_in_buckets_identically(demo_run):
     assert state == "success", states
     assert sorted(k for k in states if k[0] == "reconcile") == [("reconcile", 0), ("reconcile", 1), ("reconcile", 2)]
     assert warehouse_state(cfg) == before
-    parts = sorted((Path(cfg.output_dir) / "buckets" / "business_date=2026-06-05" / "channel=wechat"
-                    / "discrepancies").glob("bucket=*.parquet"))
-    assert [p.name for p in parts] == ["bucket=0.parquet", "bucket=1.parquet", "bucket=2.parquet"]
+    base = Path(cfg.output_dir) / "buckets" / "business_date=2026-06-05" / "channel=wechat"
+    parts = sorted((base / "summary").glob("bucket=*.json"))
+    assert [p.name for p in parts] == ["bucket=0.json", "bucket=1.json", "bucket=2.json"]
+    assert not (base / "discrepancies").exists()           # merged, committed, removed
 
 
 def test_nightly_dag_with_schedule_buckets_splits_wechat_and_equals_the_unsplit_run(airflow_home, tmp_path):

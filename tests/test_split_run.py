@@ -103,10 +103,11 @@ def test_split_days_equal_the_unsplit_days(world, tmp_path):
         result = run_day(cfg2, d, split=split)
         assert result.files and result.matched and result.seconds.keys() >= {"fetch", "load", "match", "settle"}
     assert state(cfg2) == unsplit
-    # every bucket of every day wrote its slice and its counts
+    # every bucket of every day left its counts; its Parquet slices were removed once merged and committed
     for d in dates:
         for ch, n in split.items():
             base = bucket_dir(cfg2) / f"business_date={d}" / f"channel={ch}"
+            assert sorted(p.name for p in base.iterdir()) == ["summary"]
             assert sorted(p.name for p in (base / "summary").iterdir()) == [f"bucket={b}.json" for b in range(n)]
 
 
