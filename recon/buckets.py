@@ -89,7 +89,7 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
     try:
         db = con.execute("SELECT current_database()").fetchone()[0]
         src = f'"{db}".main'
-        basis = basis_run(con, d)
+        basis, audit = basis_run(con, d), last_keyed_audit(con, channel)   # before the TEMP tables shadow them
         ch = f"'{channel}'"
         for table, (sql, ref) in BUCKET_INPUTS.items():
             where = f"t.channel = {ch} AND {bucket_sql(ref, buckets)} = {bucket}" if ref else "true"
@@ -117,7 +117,7 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
             os.replace(tmp, path)                        # a reader sees the whole bucket file or none
             files[table] = str(path)
         result = {"channel": channel, "business_date": d.isoformat(), "bucket": bucket, "buckets": buckets,
-                  "basis_run": basis, "matched": summary.matched, "breaks": dict(summary.by_type),
+                  "basis_run": basis, "basis_audit": audit, "matched": summary.matched, "breaks": dict(summary.by_type),
                   "seconds": round(seconds, 3), "files": files}
         _write_json(out / "summary" / f"bucket={bucket}.json", result)
         return result
@@ -130,6 +130,14 @@ def basis_run(con: duckdb.DuckDBPyConnection, d: date) -> str | None:
     row = con.execute("SELECT run_id FROM runs WHERE business_date = ? AND status IN ('loaded', 'succeeded') "
                       "ORDER BY started_at DESC LIMIT 1", [d]).fetchone()
     return row[0] if row else None
+
+
+def last_keyed_audit(con: duckdb.DuckDBPyConnection, channel: str) -> int | None:
+    """The latest audit row of the channel's keyed breaks: it moves when a person resolves one (or a run
+    changes one), which a bucket's copy of those breaks would otherwise overwrite at the merge."""
+    return con.execute("SELECT max(r.resolution_id) FROM discrepancy_resolutions r JOIN discrepancies x "
+                       "USING (discrepancy_id) WHERE x.channel = ? AND x.match_key NOT LIKE 'batch:%'",
+                       [channel]).fetchone()[0]
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -147,8 +155,9 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
     reference hashes to the bucket, as ``reconcile_day`` left them), so the channel's keyed breaks are
     replaced whole, its matched pairs of the day replaced, and the buckets' audit rows appended.
     Refuses if a bucket file is missing, or if a bucket read other data than the warehouse now holds (the
-    day was loaded again after it ran). Returns the buckets' summed counts (``matched``, ``breaks`` by
-    type, as ``reconcile_day`` reports them) and the rows merged per table (``rows``).
+    day was loaded again after it ran, or someone resolved one of the channel's breaks meanwhile). Returns
+    the buckets' summed counts (``matched``, ``breaks`` by type, as ``reconcile_day`` reports them) and the
+    rows merged per table (``rows``).
     """
     base = _bucket_dir(out_dir, channel, d)
     paths = {t: [base / t / f"bucket={b}.parquet" for b in range(buckets)] for t in BUCKET_OUTPUTS}
@@ -159,11 +168,13 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
                                 f"finish, or they were merged and removed already: reconcile the buckets again): "
                                 f"{missing}")
     done = [json.loads(p.read_text(encoding="utf-8")) for p in summaries]
-    basis = basis_run(con, d)
-    stale = [f"bucket {s['bucket']} (read run {s.get('basis_run')})" for s in done if s.get("basis_run") != basis]
+    basis, audit = basis_run(con, d), last_keyed_audit(con, channel)
+    stale = [f"bucket {s['bucket']} (read run {s.get('basis_run')}, audit row {s.get('basis_audit')})" for s in done
+             if (s.get("basis_run"), s.get("basis_audit")) != (basis, audit)]
     if stale:
-        raise ValueError(f"cannot merge channel {channel} for {d}: the warehouse now holds the data of run {basis}, "
-                         f"but {', '.join(stale)}; reconcile the buckets again")
+        raise ValueError(f"cannot merge channel {channel} for {d}: the warehouse now holds the data of run {basis} "
+                         f"and the channel's breaks up to audit row {audit}, but {', '.join(stale)} read other "
+                         "data (loaded again, or a break resolved meanwhile); reconcile the buckets again")
 
     def files(table: str) -> str:
         # hive_partitioning off: the folder names (business_date=..., channel=...) are for people and engines

@@ -138,6 +138,31 @@ def test_a_bucket_that_read_an_earlier_load_is_refused(world, tmp_path):
     assert process_day(cfg, d, split={"wechat": 1}, bucket_out=bucket_dir(cfg)).matched > 0
 
 
+def test_a_bucket_that_predates_a_persons_resolution_is_refused(world, tmp_path):
+    """A break resolved between the buckets and the merge: merging the buckets' older copy would undo it."""
+    from recon.resolution import resolve
+
+    cfg, dates = _copy(world, tmp_path / "resolved")
+    run_day(cfg, dates[0])
+    d = dates[1]
+    files = fetch_day(cfg, d)
+    load_day(cfg, d, files)
+    reconcile_bucket(cfg, d, "wechat", 0, 1, bucket_dir(cfg))
+    con = connect(cfg.warehouse)
+    (bid,) = con.execute("SELECT discrepancy_id FROM discrepancies WHERE channel = 'wechat' AND status = 'open' "
+                         "AND flow = 'information' ORDER BY 1 LIMIT 1").fetchone()
+    resolve(con, bid, by="ana", note="refunded by hand", action="refund_issued", today=d)
+    con.close()
+    with pytest.raises(ValueError, match="resolved meanwhile.*reconcile the buckets again"):
+        process_day(cfg, d, split={"wechat": 1}, bucket_out=bucket_dir(cfg))
+    reconcile_bucket(cfg, d, "wechat", 0, 1, bucket_dir(cfg))
+    process_day(cfg, d, split={"wechat": 1}, bucket_out=bucket_dir(cfg))
+    con = connect(cfg.warehouse, read_only=True)
+    assert con.execute("SELECT status, resolved_by FROM discrepancies WHERE discrepancy_id = ?", [bid]).fetchone() \
+        == ("resolved", "ana")
+    con.close()
+
+
 def test_cli_run_split_and_the_bucket_steps(world, tmp_path, capsys):
     cfg, dates = _copy(world, tmp_path / "cli")
     config = str(tmp_path / "cli" / "recon.yml")
