@@ -318,6 +318,9 @@ def reconcile_and_settle(buckets: list[dict] | None = None) -> dict:
         summary = {"business_date": d.isoformat(), "run_id": result.run_id, "files": len(result.files),
                    "rows": sum(f.rows for f in result.files), "platform": result.platform_rows,
                    "matched": result.matched, "breaks": result.breaks, "settlement": result.settlement}
+        if split:   # the files and platform rows were loaded by the `load` task's run (its XCom and runs row)
+            summary["loaded_by_run"] = sorted({b.get("basis_run") or "" for b in buckets or []})
+            summary["split"] = split
         return json.loads(json.dumps(summary, default=str))      # XCom: plain JSON
 
 

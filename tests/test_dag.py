@@ -113,6 +113,7 @@ def run_dag(config: Path, logical_date: datetime = LOGICAL, dag_id: str = "recon
     tis = dr.get_task_instances()
     states = {(ti.task_id, ti.map_index): str(getattr(ti.state, "value", ti.state)) for ti in tis}
     run_dag.tries = {(ti.task_id, ti.map_index): ti.try_number for ti in tis}
+    run_dag.run_id = dr.run_id
     print(f"dag.test({logical_date.date()}) -> {dr.state} in {time.perf_counter() - t0:.1f} s: {states}")
     return str(getattr(dr.state, "value", dr.state)), states
 
@@ -411,6 +412,15 @@ def test_nightly_dag_with_schedule_buckets_splits_wechat_and_equals_the_unsplit_
     runs = con.execute("SELECT status, stage FROM runs ORDER BY started_at").fetchall()
     con.close()
     assert runs == [("loaded", "load"), ("succeeded", "settle")]
+    import airflow.settings
+    from airflow.models.xcom import XComModel
+
+    with airflow.settings.Session() as session:
+        xcom = session.query(XComModel).filter_by(task_id="reconcile_and_settle", dag_id="recon_nightly",
+                                                  run_id=run_dag.run_id, key="return_value").one()
+    summary = XComModel.deserialize_value(xcom)
+    summary = json.loads(summary) if isinstance(summary, str) else summary
+    assert summary["split"] == {"wechat": 3} and len(summary["loaded_by_run"]) == 1 and summary["matched"] > 0
     assert (Path(cfg.output_dir) / "reports" / "2026-06-05" / "recon_report_2026-06-05.xlsx").exists()
 
 
