@@ -111,6 +111,16 @@ def test_split_days_equal_the_unsplit_days(world, tmp_path):
             assert sorted(p.name for p in (base / "summary").iterdir()) == [f"bucket={b}.json" for b in range(n)]
 
 
+def test_every_channel_split_equals_the_unsplit_run(world, tmp_path):
+    """No channel left for the main pass: it runs only the batch checks, the buckets do the rest."""
+    cfg, dates = _copy(world, tmp_path / "whole")
+    cfg2, _ = _copy(world, tmp_path / "all-split")
+    for d in dates[:2]:
+        run_day(cfg, d)
+        run_day(cfg2, d, split={"wechat": 2, "alipay": 2, "unionpay": 1})
+    assert state(cfg2) == state(cfg)
+
+
 def test_the_split_run_reports_the_unsplit_counts(world, tmp_path):
     cfg, dates = _copy(world, tmp_path / "a")
     whole = run_day(cfg, dates[0])
