@@ -55,7 +55,8 @@ _KEY_REF = r"regexp_replace(regexp_replace(t.match_key, '^(payment|refund|intern
 #: What the reconciliation writes; each bucket writes its own slice (seeded with the slice's current rows).
 BUCKET_OUTPUTS = {
     "discrepancies": f"t.match_key NOT LIKE 'batch:%' AND {{bucket:{_KEY_REF}}}",
-    "matched_transactions": f"{{bucket:{_KEY_REF}}}",
+    # the day's pairs are written afresh and nothing else of the table is read: no history is copied
+    "matched_transactions": "false",
     "discrepancy_members": "false",          # members of settlement-batch breaks only
     "discrepancy_resolutions": "false",      # append-only audit: a bucket's new rows are appended at merge
 }
