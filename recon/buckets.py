@@ -28,14 +28,11 @@ from recon.warehouse import connect, transaction
 #: reference. A channel row without the merchant's number takes the platform number its channel id maps to,
 #: exactly as the matching does, so both sides of a pair, its duplicates, its funds movements and its carried
 #: breaks always fall into the same bucket. {src} is the warehouse catalog, {where} the channel + bucket test.
-_IDS = ("SELECT channel, order_type, channel_txn_id, "
-        "min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k "
-        "FROM {src}.platform_orders WHERE channel_txn_id IS NOT NULL GROUP BY ALL")
 BUCKET_INPUTS = {
     "platform_orders": ("SELECT t.* FROM {src}.platform_orders t WHERE {where}",
                         "CASE t.order_type WHEN 'payment' THEN t.order_no ELSE t.refund_no END"),
     "channel_transactions": (
-        "SELECT t.* FROM {src}.channel_transactions t LEFT JOIN (" + _IDS + ") i ON i.channel = t.channel "
+        "SELECT t.* FROM {src}.channel_transactions t LEFT JOIN temp.main._bucket_ids i ON i.channel = t.channel "
         "AND i.order_type = t.txn_type "
         "AND i.channel_txn_id = CASE t.txn_type WHEN 'payment' THEN t.channel_txn_id ELSE t.channel_refund_id END "
         "WHERE {where}",
@@ -49,6 +46,21 @@ BUCKET_INPUTS = {
     # Settlement-batch checks compare a bank's lump sum with a whole channel's day: not splittable by key.
     "bank_statement_lines": ("SELECT t.* FROM {src}.bank_statement_lines t WHERE false", None),
 }
+#: The channel's ids -> the platform's numbers, among the platform rows the matching has in play (the day's,
+#: and those of the channel's carried ``missing_in_channel`` breaks; ``recon.matching_info``'s ``ids``), built
+#: once per bucket: not over every day's orders, and not again wherever the channel rows are read.
+_IDS = """
+CREATE OR REPLACE TEMP TABLE _bucket_ids AS
+SELECT channel, order_type, channel_txn_id, min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k
+FROM {src}.platform_orders po
+WHERE po.channel = $ch AND po.channel_txn_id IS NOT NULL
+  AND (po.business_date = $d
+       OR (po.business_date, po.source_table || ':' || po.source_key) IN (
+           SELECT (business_date, platform_source) FROM {src}.discrepancies
+           WHERE channel = $ch AND flow = 'information' AND type = 'missing_in_channel' AND business_date < $d
+             AND (status IN ('open', 'pending') OR (status = 'auto_resolved' AND resolved_date >= $d))))
+GROUP BY ALL
+"""
 #: The reference of a break or a matched pair: its match key without the kind prefix and a duplicate's
 #: ``#<occurrence>``. Channel-wide breaks (``batch:<T>``) belong to no bucket.
 _KEY_REF = r"regexp_replace(regexp_replace(t.match_key, '^(payment|refund|internal):', ''), '#[0-9]+$', '')"
@@ -92,6 +104,7 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
         src = f'"{db}".main'
         basis, audit = basis_run(con, d), last_keyed_audit(con, channel)   # before the TEMP tables shadow them
         ch = f"'{channel}'"
+        con.execute(_IDS.format(src=src), {"ch": channel, "d": d})
         for table, (sql, ref) in BUCKET_INPUTS.items():
             where = f"t.channel = {ch} AND {bucket_sql(ref, buckets)} = {bucket}" if ref else "true"
             con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS " + sql.format(src=src, where=where))

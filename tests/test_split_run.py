@@ -173,6 +173,62 @@ def test_a_bucket_that_predates_a_persons_resolution_is_refused(world, tmp_path)
     con.close()
 
 
+def _carried_world(root: Path):
+    """Day 1: W5 paid, not in the channel's file (a missing_in_channel break). Day 2: the channel prints W5 with
+    its own id only (no merchant order number): only the carried platform row maps that id to W5."""
+    from tests.recon_world import World
+
+    w = World(root, [{"name": "wechat"}])
+    for i in range(12):
+        w.pay(f"A{i}", "wechat", f"{10 + i}.00", "2026-06-01 09:00:00")
+        w.pay(f"B{i}", "wechat", f"{30 + i}.00", "2026-06-02 09:00:00")
+    w.pay("W5", "wechat", "55.00", "2026-06-01 10:00:00")
+    d1 = [w.trade_file("wechat", date(2026, 6, 1),
+                       [{"order": f"A{i}", "amount": f"{10 + i}.00", "at": "2026-06-01 09:00:01"} for i in range(12)])]
+    d2 = [w.trade_file("wechat", date(2026, 6, 2),
+                       [{"order": f"B{i}", "amount": f"{30 + i}.00", "at": "2026-06-02 09:00:01"} for i in range(12)]
+                       + [{"order": "W5", "with_order": False, "amount": "55.00", "at": "2026-06-02 09:30:00"}])]
+    w.run(date(2026, 6, 1), d1)
+    return w, d2
+
+
+def test_a_channel_id_mapped_only_by_a_carried_order_pairs_inside_its_bucket(tmp_path):
+    from loaders.internal import load_platform
+    from loaders.load import load_file, parse_fetched
+    from recon.buckets import apply_buckets
+    from recon.matching import reconcile_day
+    from recon.warehouse import transaction
+
+    d = date(2026, 6, 2)
+    whole, files = _carried_world(tmp_path / "whole")
+    whole.run(d, files)
+    expected = whole.breaks()
+    assert expected[("missing_in_channel", "payment:W5")]["status"] == "auto_resolved"
+    matched = whole.matched(d)
+    assert "payment:W5" in matched
+
+    w, files = _carried_world(tmp_path / "split")
+    w._platform_db()
+    with transaction(w.con):
+        for f in files:
+            load_file(w.con, f, parse_fetched(f, {}), d, "fail")
+        load_platform(w.con, w.cfg, d)
+    w.con.close()
+    out = tmp_path / "buckets"
+    for b in range(3):
+        reconcile_bucket(w.cfg, d, "wechat", b, 3, out)
+    w.con = connect(w.cfg.warehouse)
+    with transaction(w.con):
+        reconcile_day(w.con, w.cfg, d, channels=[], batch_only=["wechat"])
+        apply_buckets(w.con, d, "wechat", 3, out)
+    def same_folder(breaks):          # the two worlds differ only in their folder's name
+        return {k: {c: v.replace("/split/", "/whole/") if isinstance(v, str) else v for c, v in r.items()}
+                for k, r in breaks.items()}
+
+    assert same_folder(w.breaks()) == same_folder(expected)
+    assert w.matched(d) == matched
+
+
 def test_cli_run_split_and_the_bucket_steps(world, tmp_path, capsys):
     cfg, dates = _copy(world, tmp_path / "cli")
     config = str(tmp_path / "cli" / "recon.yml")
