@@ -72,6 +72,9 @@ BUCKET_OUTPUTS = {
     "discrepancy_members": "false",          # members of settlement-batch breaks only
     "discrepancy_resolutions": "false",      # append-only audit: a bucket's new rows are appended at merge
 }
+#: Written beside them: the ids of the slice's breaks the run withdrew. The ``discrepancies`` file holds only
+#: the rows the run changed or added, so a merge writes what the day touched, not the channel's history.
+WITHDRAWN = "discrepancies_withdrawn"
 
 
 def bucket_sql(ref_sql: str, buckets: int) -> str:
@@ -90,9 +93,10 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
     views named like the input tables show only this channel's rows of this bucket, and TEMP tables
     named like the output tables hold this slice's current rows; the pipeline's own ``reconcile_day``
     then runs unchanged and resolves its table names to them (DuckDB looks in ``temp`` first; a write
-    to any other table fails: the warehouse is read-only). The slice it leaves is written to
-    ``<out_dir>/business_date=D/channel=C/<table>/bucket=<b>.parquet``, and its counts, with the run whose
-    data it read (:func:`basis_run`), to ``.../summary/bucket=<b>.json``.
+    to any other table fails: the warehouse is read-only). What it changed is written to
+    ``<out_dir>/business_date=D/channel=C/<table>/bucket=<b>.parquet`` (the breaks it changed or added, the
+    ids of those it withdrew, the day's pairs, the new audit rows), and its counts, with the data it read
+    (:func:`basis_run`, :func:`last_keyed_audit`), to ``.../summary/bucket=<b>.json``.
     """
     if not 0 <= bucket < buckets:
         raise ValueError(f"bucket {bucket} is not in 0..{buckets - 1}")
@@ -118,16 +122,21 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
             if seed != "false":
                 cond = f"t.channel = {ch} AND {cond}"
             con.execute(f"INSERT INTO temp.main.{table} SELECT * FROM {src}.{table} t WHERE {cond}")
+        con.execute("CREATE TEMP TABLE _seed AS SELECT * FROM temp.main.discrepancies")
         t0 = time.perf_counter()
         summary = reconcile_day(con, cfg, d, channels=[channel])
         seconds = time.perf_counter() - t0
+        exports = {t: f"SELECT * FROM temp.main.{t}" for t in BUCKET_OUTPUTS}
+        exports["discrepancies"] = "SELECT * FROM temp.main.discrepancies EXCEPT SELECT * FROM _seed"
+        exports["discrepancy_resolutions"] = "SELECT * EXCLUDE (resolution_id) FROM temp.main.discrepancy_resolutions"
+        exports[WITHDRAWN] = ("SELECT discrepancy_id FROM _seed "
+                              "EXCEPT SELECT discrepancy_id FROM temp.main.discrepancies")
         files = {}
-        for table in BUCKET_OUTPUTS:
+        for table, query in exports.items():
             path = out / table / f"bucket={bucket}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".parquet.tmp")
-            cols = "* EXCLUDE (resolution_id)" if table == "discrepancy_resolutions" else "*"
-            con.execute(f"COPY (SELECT {cols} FROM temp.main.{table}) TO '{tmp}' (FORMAT parquet)")
+            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet)")
             os.replace(tmp, path)                        # a reader sees the whole bucket file or none
             files[table] = str(path)
         result = {"channel": channel, "business_date": d.isoformat(), "bucket": bucket, "buckets": buckets,
@@ -165,16 +174,16 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
                   out_dir: Path) -> dict[str, int]:
     """Apply every bucket's slice of one channel to the warehouse, inside the caller's transaction.
 
-    A bucket file holds the complete new state of its slice (the channel's keyed breaks of every day whose
-    reference hashes to the bucket, as ``reconcile_day`` left them), so the channel's keyed breaks are
-    replaced whole, its matched pairs of the day replaced, and the buckets' audit rows appended.
+    A bucket's files hold what its run changed in its slice (the channel's keyed breaks whose reference
+    hashes to the bucket): the breaks changed or added replace theirs, those withdrawn are deleted, the
+    day's matched pairs of the channel are replaced, and the buckets' audit rows appended.
     Refuses if a bucket file is missing, or if a bucket read other data than the warehouse now holds (the
     day was loaded again after it ran, or someone resolved one of the channel's breaks meanwhile). Returns
     the buckets' summed counts (``matched``, ``breaks`` by type, as ``reconcile_day`` reports them) and the
     rows merged per table (``rows``).
     """
     base = _bucket_dir(out_dir, channel, d)
-    paths = {t: [base / t / f"bucket={b}.parquet" for b in range(buckets)] for t in BUCKET_OUTPUTS}
+    paths = {t: [base / t / f"bucket={b}.parquet" for b in range(buckets)] for t in [*BUCKET_OUTPUTS, WITHDRAWN]}
     summaries = [base / "summary" / f"bucket={b}.json" for b in range(buckets)]
     missing = [str(p) for ps in [*paths.values(), summaries] for p in ps if not p.exists()]
     if missing:
@@ -195,7 +204,9 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
         # that prune by them; the rows already carry both columns.
         return "read_parquet([" + ", ".join(f"'{p}'" for p in paths[table]) + "], hive_partitioning = false)"
 
-    con.execute("DELETE FROM discrepancies WHERE channel = ? AND match_key NOT LIKE 'batch:%'", [channel])
+    con.execute(f"DELETE FROM discrepancies WHERE channel = ? AND match_key NOT LIKE 'batch:%' AND discrepancy_id IN "
+                f"(SELECT discrepancy_id FROM {files('discrepancies')} "
+                f"UNION ALL SELECT discrepancy_id FROM {files(WITHDRAWN)})", [channel])
     con.execute(f"INSERT INTO discrepancies SELECT * FROM {files('discrepancies')}")
     con.execute("DELETE FROM matched_transactions WHERE channel = ? AND business_date = ?", [channel, d])
     con.execute(f"INSERT INTO matched_transactions SELECT * FROM {files('matched_transactions')} "
@@ -209,7 +220,7 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
         for k, v in s_["breaks"].items():
             breaks[k] = breaks.get(k, 0) + v
     return {"matched": sum(s_["matched"] for s_ in done), "breaks": dict(sorted(breaks.items())),
-            "rows": {t: con.execute(f"SELECT count(*) FROM {files(t)}").fetchone()[0] for t in BUCKET_OUTPUTS}}
+            "rows": {t: con.execute(f"SELECT count(*) FROM {files(t)}").fetchone()[0] for t in paths}}
 
 
 def merge_buckets(cfg: Config, d: date, channel: str, buckets: int, out_dir: Path) -> dict:
@@ -230,7 +241,7 @@ def discard_slices(out_dir: Path, d: date, channel: str) -> None:
     they are a few hundred MB); the small ``summary/bucket=<b>.json`` files stay as the record of what each
     bucket found and which load it read. Merging again needs the buckets reconciled again."""
     base = _bucket_dir(out_dir, channel, d)
-    for table in BUCKET_OUTPUTS:
+    for table in [*BUCKET_OUTPUTS, WITHDRAWN]:
         shutil.rmtree(base / table, ignore_errors=True)
 
 

@@ -192,13 +192,34 @@ def _carried_world(root: Path):
     return w, d2
 
 
-def test_a_channel_id_mapped_only_by_a_carried_order_pairs_inside_its_bucket(tmp_path):
+def _split_run(w, d: date, files, buckets: int, out: Path) -> None:
+    """The World's day as a split run: load and commit, the buckets read-only, then the merge."""
     from loaders.internal import load_platform
     from loaders.load import load_file, parse_fetched
     from recon.buckets import apply_buckets
     from recon.matching import reconcile_day
     from recon.warehouse import transaction
 
+    w._platform_db()
+    with transaction(w.con):
+        for f in files:
+            load_file(w.con, f, parse_fetched(f, {}), d, "fail")
+        load_platform(w.con, w.cfg, d)
+    w.con.close()
+    for b in range(buckets):
+        reconcile_bucket(w.cfg, d, "wechat", b, buckets, out)
+    w.con = connect(w.cfg.warehouse)
+    with transaction(w.con):
+        reconcile_day(w.con, w.cfg, d, channels=[], batch_only=["wechat"])
+        apply_buckets(w.con, d, "wechat", buckets, out)
+
+
+def _same_folder(breaks):          # two worlds differ only in their folder's name
+    return {k: {c: v.replace("/split/", "/whole/") if isinstance(v, str) else v for c, v in r.items()}
+            for k, r in breaks.items()}
+
+
+def test_a_channel_id_mapped_only_by_a_carried_order_pairs_inside_its_bucket(tmp_path):
     d = date(2026, 6, 2)
     whole, files = _carried_world(tmp_path / "whole")
     whole.run(d, files)
@@ -208,25 +229,38 @@ def test_a_channel_id_mapped_only_by_a_carried_order_pairs_inside_its_bucket(tmp
     assert "payment:W5" in matched
 
     w, files = _carried_world(tmp_path / "split")
-    w._platform_db()
-    with transaction(w.con):
-        for f in files:
-            load_file(w.con, f, parse_fetched(f, {}), d, "fail")
-        load_platform(w.con, w.cfg, d)
-    w.con.close()
-    out = tmp_path / "buckets"
-    for b in range(3):
-        reconcile_bucket(w.cfg, d, "wechat", b, 3, out)
-    w.con = connect(w.cfg.warehouse)
-    with transaction(w.con):
-        reconcile_day(w.con, w.cfg, d, channels=[], batch_only=["wechat"])
-        apply_buckets(w.con, d, "wechat", 3, out)
-    def same_folder(breaks):          # the two worlds differ only in their folder's name
-        return {k: {c: v.replace("/split/", "/whole/") if isinstance(v, str) else v for c, v in r.items()}
-                for k, r in breaks.items()}
-
-    assert same_folder(w.breaks()) == same_folder(expected)
+    _split_run(w, d, files, 3, tmp_path / "buckets")
+    assert _same_folder(w.breaks()) == _same_folder(expected)
     assert w.matched(d) == matched
+
+
+def test_a_break_the_rerun_no_longer_finds_is_withdrawn_by_the_merge(tmp_path):
+    """Day 1 reconciled with a wrong amount on the channel's side; the channel restates the file and day 1 is
+    run again: the amount break is withdrawn (deleted, audited), split as unsplit."""
+    from tests.recon_world import World
+
+    d = date(2026, 6, 1)
+    worlds = {}
+    for name in ("whole", "split"):
+        w = World(tmp_path / name, [{"name": "wechat"}])
+        for i in range(8):
+            w.pay(f"A{i}", "wechat", f"{10 + i}.00", "2026-06-01 09:00:00")
+        rows = [{"order": f"A{i}", "amount": f"{10 + i}.00", "at": "2026-06-01 09:00:01"} for i in range(8)]
+        wrong = [dict(r, amount="99.00") if r["order"] == "A3" else r for r in rows]
+        if name == "whole":
+            w.run(d, [w.trade_file("wechat", d, wrong)])
+            assert ("amount_mismatch", "payment:A3") in w.breaks()
+            w.run(d, [w.trade_file("wechat", d, rows)])
+        else:
+            _split_run(w, d, [w.trade_file("wechat", d, wrong)], 2, tmp_path / "b1")
+            assert ("amount_mismatch", "payment:A3") in w.breaks()
+            _split_run(w, d, [w.trade_file("wechat", d, rows)], 2, tmp_path / "b2")
+        worlds[name] = w
+    assert worlds["split"].breaks() == {} == worlds["whole"].breaks()
+    for w in worlds.values():
+        (bid,) = w.con.execute("SELECT DISTINCT discrepancy_id FROM discrepancy_resolutions").fetchone()
+        assert [a[1] for a in w.audit(bid)] == ["withdrawn"]
+    assert worlds["split"].matched(d) == worlds["whole"].matched(d)
 
 
 def test_cli_run_split_and_the_bucket_steps(world, tmp_path, capsys):
