@@ -260,6 +260,7 @@ def via(proxy, server) -> dict:
 BIG = bytes(range(256)) * 8192          # 2 MiB: the drop happens well inside the transfer
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_connection_dropped_mid_transfer_is_retried(sftp_server, fault_proxy_factory, tmp_path):
     put(sftp_server, "out/big.csv", BIG)
     proxy = fault_proxy_factory(sftp_server.port)
@@ -271,6 +272,7 @@ def test_connection_dropped_mid_transfer_is_retried(sftp_server, fault_proxy_fac
     assert landing_leftovers(tmp_path / "landing") == []
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_connection_dropped_every_time_leaves_nothing(sftp_server, fault_proxy_factory, tmp_path):
     put(sftp_server, "out/big.csv", BIG)
     proxy = fault_proxy_factory(sftp_server.port)
@@ -347,3 +349,26 @@ def test_permission_denied_fails_at_once_and_leaves_nothing(tmp_path_factory, tm
         assert_nothing_landed(tmp_path)
     finally:
         server.stop()
+
+
+def test_a_connection_lost_in_the_prefetch_thread_is_kept_for_the_next_read():
+    """paramiko's prefetch thread dies with the error when the connection drops (a stray traceback in the log,
+    seen above only when the timing is right): it is kept as the file's saved exception instead."""
+    import paramiko
+
+    from loaders.fetch.sftp import _keep_prefetch_errors
+
+    class File:
+        _saved_exception = None
+
+        def __init__(self, error):
+            self.error = error
+
+        def _prefetch_thread(self, chunks, max_requests):
+            raise self.error
+
+    for error in (EOFError("connection lost"), paramiko.SSHException("closed"), OSError("reset")):
+        f = File(error)
+        _keep_prefetch_errors(f)
+        f._prefetch_thread([(0, 32768)], None)          # what paramiko's thread runs: nothing escapes
+        assert f._saved_exception is error

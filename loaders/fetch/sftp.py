@@ -68,6 +68,27 @@ def _host_id(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def _keep_prefetch_errors(rf: paramiko.SFTPFile) -> None:
+    """Keep a dropped connection inside the download, not as a traceback in the log.
+
+    paramiko's prefetch sends the read requests from a thread of its own; when the connection drops meanwhile,
+    that thread dies with the error, and Python prints its traceback beside the download's own clean report
+    ("connection lost while downloading ..."). The error is kept instead as the file's saved exception, which
+    paramiko raises on the next read, as it does with an error the server sends back.
+    """
+    requests = getattr(rf, "_prefetch_thread", None)
+    if requests is None:          # another paramiko: its prefetch as it is
+        return
+
+    def guarded(*args):
+        try:
+            requests(*args)
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            rf._saved_exception = exc
+
+    rf._prefetch_thread = guarded
+
+
 class SftpFetcher:
     def __init__(self, transport: SftpTransport, sleep: Callable[[float], None] | None = None,
                  rng: Callable[[], float] = random.random):
@@ -333,6 +354,7 @@ class SftpFetcher:
         try:
             try:
                 with sftp.open(path, "rb") as rf, open(tmp, "wb") as out:
+                    _keep_prefetch_errors(rf)
                     rf.prefetch(size)
                     while True:
                         chunk = rf.read(CHUNK)
