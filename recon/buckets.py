@@ -171,7 +171,7 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets: int,
-                  out_dir: Path) -> dict[str, int]:
+                  out_dir: Path) -> dict:
     """Apply every bucket's slice of one channel to the warehouse, inside the caller's transaction.
 
     A bucket's files hold what its run changed in its slice (the channel's keyed breaks whose reference

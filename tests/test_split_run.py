@@ -1,6 +1,7 @@
 """The split run (load committed first, large channels reconciled in key-hash buckets, then the rest
 reconciled, the buckets merged and the day settled) gives exactly the unsplit run's warehouse, day after day:
-carry-over, day-cut breaks, restated files and settlement included. And it refuses stale buckets."""
+carry-over, day-cut breaks, a bank batch break carried and cleared, withdrawn breaks and settlement included.
+And the merge refuses stale buckets."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from recon.warehouse import connect
 ORDERS, DAYS, SEED, RATE = 1200, 3, 5, 0.01
 
 #: every table the reconciliation and settlement write; compared on every column but wall-clock timestamps
-#: (TIMESTAMP WITH TIME ZONE: when a row was written) and ids a sequence numbers in write order
+#: (TIMESTAMP WITH TIME ZONE: when a row was written) and ids that a sequence numbers in write order
 TABLES = ("discrepancies", "matched_transactions", "discrepancy_members", "discrepancy_resolutions",
           "settlement_items", "settlement_lines", "settlement_holds", "settlement_batches")
 SEQUENCE_IDS = {"resolution_id"}
