@@ -197,7 +197,8 @@ def _profile(prof: dict) -> None:
         setattr(mod, name, wrap())
 
 
-def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path, report: bool = True) -> None:
+def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path, report: bool = True,
+              split: dict[str, int] | None = None) -> None:
     """`recon run` for DAY on ``world`` into a fresh warehouse under ``workdir`` (runs in its own process)."""
     from recon.config import load_config
     from recon.pipeline import run_day
@@ -209,15 +210,7 @@ def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path, r
     prof: dict = {}
     _profile(prof)
     t0, c0 = time.perf_counter(), _cpu()
-    if report:
-        result = run_day(cfg, DAY)
-    else:                           # run_day without its report stage: fetch, then load + match + settle
-        from recon import pipeline
-        t1 = time.perf_counter()
-        files = pipeline.fetch_day(cfg, DAY)
-        fetch_s = time.perf_counter() - t1
-        result = pipeline.process_day(cfg, DAY, files)
-        result.seconds["fetch"] = fetch_s
+    result = run_day(cfg, DAY, split=split, report=report)   # split: `recon run --split`, the DAG's split path
     total, cpu = time.perf_counter() - t0, _cpu() - c0
     out = {"seconds": result.seconds, "total": total, "cpu": cpu, "profile": prof, "matched": result.matched,
            "breaks": result.breaks, "statement_rows": sum(f.rows for f in result.files),
@@ -227,13 +220,15 @@ def child_run(world: Path, channels: list[str], workdir: Path, out_json: Path, r
     out_json.write_text(json.dumps(out, default=str), encoding="utf-8")
 
 
-def run_pipeline(world: Path, channels: list[str], workdir: Path, report: bool = True) -> dict:
+def run_pipeline(world: Path, channels: list[str], workdir: Path, report: bool = True,
+                 split: dict[str, int] | None = None) -> dict:
     run_dir = workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     out_json = run_dir / "result.json"
     r = measure([PY, "-m", "benchmarks.bench_e2e", "--child-run", str(world), "--channels", ",".join(channels),
-                 "--run-dir", str(run_dir), "--out-json", str(out_json)] + ([] if report else ["--no-report"]))
+                 "--run-dir", str(run_dir), "--out-json", str(out_json)] + ([] if report else ["--no-report"])
+                + [a for ch, n in (split or {}).items() for a in ("--split", f"{ch}={n}")])
     res = json.loads(out_json.read_text(encoding="utf-8"))
     res.update(wall=r["wall"], peak_rss=r["peak_rss"], cpu_tree=r["cpu"])
     return res
@@ -308,7 +303,7 @@ def scan_floor(world: Path, channels: list[str]) -> dict:
 
 # ----------------------------------------------------------------------------- one size
 def bench_size(n: int, workdir: Path, with_pandas: bool = True, datacompy: bool = True,
-               log=print, report: bool = True) -> dict:
+               log=print, report: bool = True, split: dict[str, int] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     channels, excluded = usable_channels(workdir)
     log(f"[e2e] channels used: {channels}; left out: {excluded or 'none'}")
@@ -321,8 +316,9 @@ def bench_size(n: int, workdir: Path, with_pandas: bool = True, datacompy: bool 
     res["floor"] = scan_floor(world, channels)
     log(f"[e2e] floor: statements {res['floor']['statements_seconds']:.1f} s, "
         f"platform {res['floor']['platform_seconds']:.1f} s")
-    res["pipeline"] = run_pipeline(world, channels, workdir, report)
+    res["pipeline"] = run_pipeline(world, channels, workdir, report, split)
     res["report_stage"] = report
+    res["split"] = split or {}
     pl = res["pipeline"]
     stages = json.dumps({k: round(v, 1) for k, v in pl["seconds"].items()})
     log(f"[e2e] pipeline: {pl['wall']:.1f} s wall, stages {stages}, "
@@ -353,10 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir")
     ap.add_argument("--out-json")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--split", action="append", default=[])
     args = ap.parse_args(argv)
     if args.child_run:
+        split = {c: int(n) for c, n in (x.split("=") for x in args.split)}
         child_run(Path(args.child_run), args.channels.split(","), Path(args.run_dir), Path(args.out_json),
-                  report=not args.no_report)
+                  report=not args.no_report, split=split)
         return 0
     ap.error("use python -m benchmarks.run")
     return 2

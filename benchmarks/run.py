@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only rebuild the tables from raw results (<workdir>/e2e-<N>.json) of earlier runs")
     ap.add_argument("--command", help="with --from-json: the command line that produced them")
     ap.add_argument("--others", action="store_true", help=f"also run {', '.join(OTHERS)} when present")
+    ap.add_argument("--split", action="append", default=[], metavar="CHANNEL=N",
+                    help="run the pipeline's split path (`recon run --split`): CHANNEL in N key-hash buckets")
     args = ap.parse_args(argv)
     if args.from_json:
         results = sorted((json.loads(Path(f).read_text(encoding="utf-8")) for f in args.from_json),
@@ -158,16 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmarks.bench_e2e import bench_size
     work = Path(args.workdir)
+    split = {c: int(k) for c, k in (x.split("=", 1) for x in args.split)}
     results = []
     for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
         t0 = time.perf_counter()
         r = bench_size(n, work, with_pandas=not args.no_pandas, datacompy=not args.no_datacompy,
-                       report=not args.no_report)
+                       report=not args.no_report, split=split)
         (work / f"e2e-{n}.json").write_text(json.dumps(r, indent=2, default=str), encoding="utf-8")
         print(f"[e2e] {n:,} orders done in {time.perf_counter() - t0:.0f} s; raw results {work / f'e2e-{n}.json'}")
         results.append(r)
     command = ("python -m benchmarks.run --sizes " + args.sizes + (" --no-pandas" if args.no_pandas else "")
-               + (" --no-report" if args.no_report else ""))
+               + (" --no-report" if args.no_report else "") + "".join(f" --split {x}" for x in args.split))
     text = table(results, command)
     print("\n" + text)
     if args.write_results:

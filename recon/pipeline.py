@@ -396,8 +396,8 @@ def _write_reports(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: d
 
 
 def run_day(cfg: Config, business_date: date, progress: Progress = _quiet,
-            split: dict[str, int] | None = None) -> DayResult:
-    """Every stage for one business date: what `recon run` does.
+            split: dict[str, int] | None = None, report: bool = True) -> DayResult:
+    """Every stage for one business date: what `recon run` does (``report=False``: all but the report stage).
 
     ``split`` (channel -> N) runs the nightly DAG's split path in this process: load and commit, each
     bucket in turn (read-only, Parquet under ``<output_dir>/buckets``), then reconcile, merge and settle.
@@ -412,12 +412,15 @@ def run_day(cfg: Config, business_date: date, progress: Progress = _quiet,
         result = process_day(cfg, business_date, files, progress, con=con, split=split or None,
                              bucket_out=bucket_dir(cfg))
         result.seconds["fetch"] = fetch_s
-        if loaded is not None:          # what the split path's own load run loaded
+        if loaded is not None:          # what the split path's own load run loaded; its buckets are matching
             result.files, result.platform_rows = loaded.files, loaded.platform_rows
             result.seconds["load"] = loaded.seconds["load"]
-        t0 = time.perf_counter()
-        result.outputs = report_day(cfg, business_date, con=con, progress=progress)
-        result.seconds["report"] = time.perf_counter() - t0
+            result.seconds["buckets"] = loaded.seconds["buckets"]
+            result.seconds["match"] += loaded.seconds["buckets"]
+        if report:
+            t0 = time.perf_counter()
+            result.outputs = report_day(cfg, business_date, con=con, progress=progress)
+            result.seconds["report"] = time.perf_counter() - t0
     finally:
         con.close()
     return result
@@ -434,9 +437,11 @@ def _load_and_split(cfg: Config, d: date, files: list[FetchedFile], progress: Pr
     loaded = load_day(cfg, d, files, progress)
     progress("load", f"committed by run {loaded.run_id}; reconciling "
                      + ", ".join(f"{ch} in {n} buckets" for ch, n in split.items()))
+    t0 = time.perf_counter()
     for channel, n in split.items():
         for b in range(n):
             r = reconcile_bucket(cfg, d, channel, b, n, bucket_dir(cfg))
             progress("match", f"{channel} bucket {b + 1}/{n}: {r['matched']} matched, "
                               f"{sum(r['breaks'].values())} breaks ({r['seconds']:.1f} s)")
+    loaded.seconds["buckets"] = time.perf_counter() - t0
     return loaded

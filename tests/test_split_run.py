@@ -103,6 +103,7 @@ def test_split_days_equal_the_unsplit_days(world, tmp_path):
     for d in dates:
         result = run_day(cfg2, d, split=split)
         assert result.files and result.matched and result.seconds.keys() >= {"fetch", "load", "match", "settle"}
+        assert result.seconds["match"] > result.seconds["buckets"] > 0      # the buckets are part of matching
     assert state(cfg2) == unsplit
     # every bucket of every day left its counts; its Parquet slices were removed once merged and committed
     for d in dates:
