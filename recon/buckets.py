@@ -19,8 +19,15 @@ from pathlib import Path
 import duckdb
 
 from recon.config import Config
+from recon.errors import UserError
 from recon.matching import reconcile_day
 from recon.warehouse import connect, transaction
+
+
+class BucketError(UserError):
+    """A bucket that cannot run or be merged (a bucket number out of range, files missing, stale data): one
+    line naming the channel, the date and what to do; not retried, as nothing gets better by waiting."""
+
 
 #: Every keyed table the day's reconciliation reads, as the rows of one channel and one bucket. The bucket
 #: is hash(reference) % N where the reference is the platform's order / refund number a row pairs on: the
@@ -98,8 +105,9 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
     ids of those it withdrew, the day's pairs, the new audit rows), and its counts, with the data it read
     (:func:`basis_run`, :func:`last_keyed_audit`), to ``.../summary/bucket=<b>.json``.
     """
-    if not 0 <= bucket < buckets:
-        raise ValueError(f"bucket {bucket} is not in 0..{buckets - 1}")
+    if buckets < 1 or not 0 <= bucket < buckets:
+        raise BucketError(f"bucket {bucket} of {buckets}: expected at least 1 bucket and a bucket number in "
+                          f"0..{max(buckets, 1) - 1}")
     cfg.channel(channel)                                   # a known channel (its name is a safe identifier)
     out = _bucket_dir(out_dir, channel, d)
     con = connect(cfg.warehouse, read_only=True, memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads)
@@ -182,22 +190,24 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
     the buckets' summed counts (``matched``, ``breaks`` by type, as ``reconcile_day`` reports them) and the
     rows merged per table (``rows``).
     """
+    if buckets < 1:
+        raise BucketError(f"cannot merge channel {channel} for {d}: expected at least 1 bucket, got {buckets}")
     base = _bucket_dir(out_dir, channel, d)
     paths = {t: [base / t / f"bucket={b}.parquet" for b in range(buckets)] for t in [*BUCKET_OUTPUTS, WITHDRAWN]}
     summaries = [base / "summary" / f"bucket={b}.json" for b in range(buckets)]
     missing = [str(p) for ps in [*paths.values(), summaries] for p in ps if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"cannot merge channel {channel} for {d}: bucket files missing (a bucket did not "
-                                f"finish, or they were merged and removed already: reconcile the buckets again): "
-                                f"{missing}")
+        raise BucketError(f"cannot merge channel {channel} for {d}: bucket files missing (a bucket did not "
+                          f"finish, or they were merged and removed already: reconcile the buckets again): "
+                          f"{missing}")
     done = [json.loads(p.read_text(encoding="utf-8")) for p in summaries]
     basis, audit = basis_run(con, d), last_keyed_audit(con, channel)
     stale = [f"bucket {s['bucket']} (read run {s.get('basis_run')}, audit row {s.get('basis_audit')})" for s in done
              if (s.get("basis_run"), s.get("basis_audit")) != (basis, audit)]
     if stale:
-        raise ValueError(f"cannot merge channel {channel} for {d}: the warehouse now holds the data of run {basis} "
-                         f"and the channel's breaks up to audit row {audit}, but {', '.join(stale)} read other "
-                         "data (loaded again, or a break resolved meanwhile); reconcile the buckets again")
+        raise BucketError(f"cannot merge channel {channel} for {d}: the warehouse now holds the data of run {basis} "
+                          f"and the channel's breaks up to audit row {audit}, but {', '.join(stale)} read other "
+                          "data (loaded again, or a break resolved meanwhile); reconcile the buckets again")
 
     def files(table: str) -> str:
         # hive_partitioning off: the folder names (business_date=..., channel=...) are for people and engines

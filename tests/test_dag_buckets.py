@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from recon.config import load_config
-from recon.buckets import merge_buckets, reconcile_bucket
+from recon.buckets import BucketError, merge_buckets, reconcile_bucket
 from recon.orchestration import business_date_of
 from recon.pipeline import fetch_day, process_day
 from recon.warehouse import connect
@@ -76,7 +76,7 @@ def test_merge_refuses_when_a_bucket_is_missing(tmp_path):
     cfg = load_config(write_demo_config(tmp_path / "m"))
     process_day(cfg, DEMO_DATE, fetch_day(cfg, DEMO_DATE))
     reconcile_bucket(cfg, DEMO_DATE, "wechat", 0, 2, tmp_path / "b")
-    with pytest.raises(FileNotFoundError, match="bucket=1.parquet"):
+    with pytest.raises(BucketError, match="bucket=1.parquet"):
         merge_buckets(cfg, DEMO_DATE, "wechat", 2, tmp_path / "b")
 
 

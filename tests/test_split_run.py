@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from recon import cli
-from recon.buckets import bucket_dir, reconcile_bucket
+from recon.buckets import BucketError, bucket_dir, reconcile_bucket
 from recon.config import load_config
 from recon.generate import generate_world
 from recon.pipeline import fetch_day, load_day, process_day, run_day
@@ -139,7 +139,7 @@ def test_a_bucket_that_read_an_earlier_load_is_refused(world, tmp_path):
     load_day(cfg, d, files)
     reconcile_bucket(cfg, d, "wechat", 0, 1, bucket_dir(cfg))
     again = load_day(cfg, d, files)                   # the day loaded again after the bucket ran
-    with pytest.raises(ValueError, match=f"holds the data of run {again.run_id}.*bucket 0.*reconcile the buckets"):
+    with pytest.raises(BucketError, match=f"holds the data of run {again.run_id}.*bucket 0.*reconcile the buckets"):
         process_day(cfg, d, split={"wechat": 1}, bucket_out=bucket_dir(cfg))
     con = connect(cfg.warehouse, read_only=True)
     statuses = con.execute("SELECT status, stage FROM runs ORDER BY started_at").fetchall()
@@ -165,7 +165,7 @@ def test_a_bucket_that_predates_a_persons_resolution_is_refused(world, tmp_path)
                          "AND flow = 'information' ORDER BY 1 LIMIT 1").fetchone()
     resolve(con, bid, by="ana", note="refunded by hand", action="refund_issued", today=d)
     con.close()
-    with pytest.raises(ValueError, match="resolved meanwhile.*reconcile the buckets again"):
+    with pytest.raises(BucketError, match="resolved meanwhile.*reconcile the buckets again"):
         process_day(cfg, d, split={"wechat": 1}, bucket_out=bucket_dir(cfg))
     reconcile_bucket(cfg, d, "wechat", 0, 1, bucket_dir(cfg))
     process_day(cfg, d, split={"wechat": 1}, bucket_out=bucket_dir(cfg))
@@ -290,3 +290,11 @@ def test_cli_run_split_and_the_bucket_steps(world, tmp_path, capsys):
         assert code not in (0, None)
     err = capsys.readouterr().err
     assert "CHANNEL=N" in err and "no channel named 'nosuch'" in err
+    # a merge again (its slices were removed when it committed) and a bucket out of range: one clear line each
+    assert cli.main(["buckets", "merge", "--config", config, "--date", d, "--channel", "wechat", "--of", "3"]) == 1
+    assert cli.main(["buckets", "reconcile", "--config", config, "--date", d, "--channel", "wechat",
+                     "--bucket", "3", "--of", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    assert "recon buckets: error: cannot merge channel wechat for " + d + ": bucket files missing" in err
+    assert "recon buckets: error: bucket 3 of 3: expected at least 1 bucket and a bucket number in 0..2" in err
