@@ -21,7 +21,7 @@ import duckdb
 from recon.config import Config
 from recon.errors import UserError
 from recon.matching import reconcile_day
-from recon.warehouse import connect, transaction
+from recon.warehouse import connect, transaction, unmatched_rows_sql
 
 
 class BucketError(UserError):
@@ -59,13 +59,15 @@ BUCKET_INPUTS = {
 _IDS = """
 CREATE OR REPLACE TEMP TABLE _bucket_ids AS
 SELECT channel, order_type, channel_txn_id, min(CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END) AS k
-FROM {src}.platform_orders po
-WHERE po.channel = $ch AND po.channel_txn_id IS NOT NULL
-  AND (po.business_date = $d
-       OR (po.business_date, po.source_table || ':' || po.source_key) IN (
-           SELECT (business_date, platform_source) FROM {src}.discrepancies
-           WHERE channel = $ch AND flow = 'information' AND type = 'missing_in_channel' AND business_date < $d
-             AND (status IN ('open', 'pending') OR (status = 'auto_resolved' AND resolved_date >= $d))))
+FROM (
+    SELECT channel, order_type, channel_txn_id, order_no, refund_no FROM {src}.platform_orders
+    WHERE channel = $ch AND business_date = $d AND channel_txn_id IS NOT NULL
+    UNION ALL
+    SELECT u.channel, u.order_type, u.channel_txn_id, u.order_no, u.refund_no
+    FROM {src}.unmatched_platform_rows u JOIN {src}.discrepancies x USING (discrepancy_id)
+    WHERE x.channel = $ch AND x.flow = 'information' AND x.type = 'missing_in_channel' AND x.business_date < $d
+      AND (x.status IN ('open', 'pending') OR (x.status = 'auto_resolved' AND x.resolved_date >= $d))
+      AND u.channel_txn_id IS NOT NULL)
 GROUP BY ALL
 """
 #: The reference of a break or a matched pair: its match key without the kind prefix and a duplicate's
@@ -79,6 +81,10 @@ BUCKET_OUTPUTS = {
     "discrepancy_members": "false",          # members of settlement-batch breaks only
     "discrepancy_resolutions": "false",      # append-only audit: a bucket's new rows are appended at merge
 }
+#: Also written by the reconciliation, but not exported: a bucket writes its copy of them (seeded with the channel's
+#: rows, which its carried breaks read), and the merge copies the rows of the merged breaks again
+#: (:func:`recon.warehouse.unmatched_rows_sql`).
+BUCKET_SCRATCH = {"unmatched_platform_rows": "true", "unmatched_channel_rows": "true"}
 #: Written beside them: the ids of the slice's breaks the run withdrew. The ``discrepancies`` file holds only
 #: the rows the run changed or added, so a merge writes what the day touched, not the channel's history.
 WITHDRAWN = "discrepancies_withdrawn"
@@ -120,7 +126,7 @@ def reconcile_bucket(cfg: Config, d: date, channel: str, bucket: int, buckets: i
         for table, (sql, ref) in BUCKET_INPUTS.items():
             where = f"t.channel = {ch} AND {bucket_sql(ref, buckets)} = {bucket}" if ref else "true"
             con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS " + sql.format(src=src, where=where))
-        for table, seed in BUCKET_OUTPUTS.items():
+        for table, seed in {**BUCKET_OUTPUTS, **BUCKET_SCRATCH}.items():
             ddl = con.execute("SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
                               "AND table_name = ?", [db, table]).fetchone()[0]
             for seq in re.findall(r"nextval\('([^']+)'\)", ddl):
@@ -218,6 +224,9 @@ def apply_buckets(con: duckdb.DuckDBPyConnection, d: date, channel: str, buckets
                 f"(SELECT discrepancy_id FROM {files('discrepancies')} "
                 f"UNION ALL SELECT discrepancy_id FROM {files(WITHDRAWN)})", [channel])
     con.execute(f"INSERT INTO discrepancies SELECT * FROM {files('discrepancies')}")
+    for sql in unmatched_rows_sql(f"SELECT discrepancy_id FROM {files('discrepancies')}",
+                                  f"SELECT discrepancy_id FROM {files(WITHDRAWN)}"):
+        con.execute(sql)
     con.execute("DELETE FROM matched_transactions WHERE channel = ? AND business_date = ?", [channel, d])
     con.execute(f"INSERT INTO matched_transactions SELECT * FROM {files('matched_transactions')} "
                 "WHERE business_date = ?", [d])

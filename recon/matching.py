@@ -34,6 +34,7 @@ from recon.matching_funds import funds_flow
 from recon.matching_info import COMPATIBLE_STATUS_SQL, drop_info_pairs, information_flow  # noqa: F401 (re-export)
 from recon.matching_window import channel_params
 from recon.views import age_bucket_sql
+from recon.warehouse import unmatched_rows_sql
 
 INFORMATION_TYPES = ("missing_in_channel", "missing_in_platform", "status_mismatch", "amount_mismatch",
                      "fee_mismatch", "currency_mismatch", "duplicate")
@@ -325,6 +326,14 @@ WHERE outcome = 'matched'
     return con.execute("SELECT count(*) FROM info_pairs WHERE outcome = 'matched'").fetchone()[0]
 
 
+def keep_unmatched_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """Copy the rows of the breaks just written that a later day may pair (``unmatched_*_rows``), and drop
+    those of withdrawn breaks: only the day's rows are read, whatever the history."""
+    for sql in unmatched_rows_sql("SELECT discrepancy_id FROM new_breaks",
+                                  "SELECT discrepancy_id FROM before EXCEPT SELECT discrepancy_id FROM discrepancies"):
+        con.execute(sql)
+
+
 def reconcile_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date,
                   channels: list[str] | None = None, batch_only: list[str] = ()) -> ReconSummary:
     """Match the day and write matched pairs and breaks (inside the caller's transaction).
@@ -341,6 +350,7 @@ def reconcile_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: da
     funds_flow(con, d)
     _new_breaks(con, d)
     write_discrepancies(con, d)
+    keep_unmatched_rows(con)
     matched = write_matches(con, d)
     by_type = dict(con.execute("SELECT type, count(*) FROM new_breaks GROUP BY type ORDER BY type").fetchall())
     counts = con.execute("""

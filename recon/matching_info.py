@@ -29,8 +29,9 @@ COMPATIBLE_STATUS_SQL = """
 """
 
 
-# The platform rows in play: the day's, plus those of carried missing_in_channel breaks; ``kt``/``kno``: the
-# kind and number of the match key (match_key = kt:kno).
+# The platform rows in play: the day's, plus those of carried missing_in_channel breaks (their copies in
+# unmatched_platform_rows: reading them back from platform_orders read every earlier day that had one);
+# ``kt``/``kno``: the kind and number of the match key (match_key = kt:kno).
 P_ALL = """
     SELECT channel, CASE order_type WHEN 'payment' THEN 'payment' ELSE 'refund' END AS kt,
            CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END AS kno,
@@ -47,9 +48,7 @@ P_ALL = """
         SELECT po.business_date, po.source_table, po.source_key, po.order_type, po.order_no, po.refund_no,
                po.channel, po.channel_txn_id, po.merchant_id, po.amount, po.currency, po.status, po.event_time,
                k.discrepancy_id
-        FROM carry k JOIN platform_orders po
-          ON po.business_date = k.business_date AND po.channel = k.channel
-         AND po.source_table || ':' || po.source_key = k.platform_source
+        FROM carry k JOIN unmatched_platform_rows po ON po.discrepancy_id = k.discrepancy_id
         WHERE k.flow = 'information' AND k.type = 'missing_in_channel' AND k.channel = $ch)
 """
 
@@ -70,12 +69,16 @@ def information_flow(con: duckdb.DuckDBPyConnection, d: date) -> None:
                       """ELSE refund_no END IS NOT NULL"""), ""
     c_filter, c_null = "    WHERE kno IS NOT NULL\n", ""
     keyless_p, keyless_c = con.execute("""
-SELECT (SELECT count(*) FROM platform_orders
-        WHERE (business_date = $d OR business_date IN (SELECT business_date FROM carry))
-          AND CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NULL),
-       (SELECT count(*) FROM channel_transactions
-        WHERE (business_date = $d OR file_id IN (SELECT file_id FROM carry))
-          AND merchant_order_no IS NULL AND channel_txn_id IS NULL
+SELECT (SELECT count(*) FROM (SELECT order_type, order_no, refund_no FROM platform_orders WHERE business_date = $d
+                               UNION ALL SELECT order_type, order_no, refund_no FROM unmatched_platform_rows
+                               WHERE discrepancy_id IN (SELECT discrepancy_id FROM carry))
+        WHERE CASE order_type WHEN 'payment' THEN order_no ELSE refund_no END IS NULL),
+       (SELECT count(*) FROM (SELECT txn_type, merchant_order_no, channel_txn_id, merchant_refund_no, channel_refund_id
+                              FROM channel_transactions WHERE business_date = $d
+                              UNION ALL SELECT txn_type, merchant_order_no, channel_txn_id, merchant_refund_no,
+                                               channel_refund_id FROM unmatched_channel_rows
+                              WHERE discrepancy_id IN (SELECT discrepancy_id FROM carry))
+        WHERE merchant_order_no IS NULL AND channel_txn_id IS NULL
           AND (txn_type = 'payment' OR (merchant_refund_no IS NULL AND channel_refund_id IS NULL)))""",
                                        {"d": d}).fetchone()
     if keyless_p:
@@ -124,7 +127,7 @@ WITH {p_rows}), p_rep AS (   -- keys that repeat among the platform rows (rare)
             SELECT ct.business_date, ct.channel, f.file_no, ct.line_no, ct.txn_type, ct.channel_txn_id,
                    ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency,
                    ct.amount, ct.fee, ct.txn_time, k.discrepancy_id
-            FROM carry k JOIN channel_transactions ct ON ct.file_id = k.file_id AND ct.line_no = k.line_no
+            FROM carry k JOIN unmatched_channel_rows ct ON ct.discrepancy_id = k.discrepancy_id
             JOIN info_files f ON f.file_id = ct.file_id
             WHERE k.flow = 'information' AND k.type = 'missing_in_platform' AND ct.channel = $ch) r
         LEFT JOIN ids i

@@ -20,6 +20,45 @@ import pyarrow as pa
 
 M = "DECIMAL(18,2)"
 
+
+def unmatched_rows_sql(changed: str, gone: str = "SELECT NULL::VARCHAR WHERE false") -> list[str]:
+    """Statements that keep ``unmatched_platform_rows`` / ``unmatched_channel_rows`` in step with the breaks.
+
+    ``changed``: a query of the discrepancy_ids just written (their rows are copied again from the source
+    tables); ``gone``: a query of those withdrawn (their rows are removed). The source row of a break is the
+    one the matching reads for it: the platform order of the break's business date and ``platform_source``,
+    the statement row of its ``file_id`` + ``line_no``. Only the days those breaks name are read.
+    """
+    ids = f"SELECT discrepancy_id FROM ({changed})"
+    return [
+        f"DELETE FROM unmatched_platform_rows WHERE discrepancy_id IN ({ids}) OR discrepancy_id IN ({gone})",
+        f"DELETE FROM unmatched_channel_rows WHERE discrepancy_id IN ({ids}) OR discrepancy_id IN ({gone})",
+        f"""
+INSERT INTO unmatched_platform_rows
+WITH b AS (
+    SELECT discrepancy_id, business_date, channel, split_part(platform_source, ':', 1) AS source_table,
+           substr(platform_source, length(split_part(platform_source, ':', 1)) + 2) AS source_key
+    FROM discrepancies
+    WHERE flow = 'information' AND type = 'missing_in_channel' AND discrepancy_id IN ({ids}))
+SELECT b.discrepancy_id, po.business_date, po.source_table, po.source_key, po.order_type, po.order_no, po.refund_no,
+       po.channel, po.channel_txn_id, po.merchant_id, po.amount, po.currency, po.status, po.event_time
+FROM b JOIN platform_orders po
+  ON po.business_date = b.business_date AND po.channel = b.channel AND po.source_table = b.source_table
+ AND po.source_key = b.source_key
+WHERE po.business_date IN (SELECT business_date FROM b)""",
+        f"""
+INSERT INTO unmatched_channel_rows
+WITH b AS (
+    SELECT discrepancy_id, file_id, line_no FROM discrepancies
+    WHERE flow = 'information' AND type = 'missing_in_platform' AND discrepancy_id IN ({ids}))
+SELECT b.discrepancy_id, ct.business_date, ct.channel, ct.file_id, ct.line_no, ct.txn_type, ct.channel_txn_id,
+       ct.merchant_order_no, ct.channel_refund_id, ct.merchant_refund_no, ct.status, ct.currency, ct.amount, ct.fee,
+       ct.txn_time
+FROM b JOIN channel_transactions ct ON ct.file_id = b.file_id AND ct.line_no = b.line_no
+WHERE ct.business_date IN (SELECT lf.business_date FROM loaded_files lf JOIN b USING (file_id))""",
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "foundation", f"""
 CREATE TABLE runs (
@@ -359,6 +398,47 @@ UPDATE matched_transactions SET line_no = CAST(regexp_extract(channel_source, ':
 WHERE regexp_matches(channel_source, ':[0-9]+$');
 ALTER TABLE matched_transactions DROP COLUMN channel_source;
 """),
+    (6, "unmatched rows of carried breaks", f"""
+-- The row behind each missing_in_channel break (a platform order) and each missing_in_platform break (a
+-- statement row), copied when the break is written. Later days pair a carried break's row from here, by
+-- discrepancy_id, instead of finding it again in platform_orders / channel_transactions: that lookup read
+-- every earlier day that still had an open break, so a night's cost grew with the warehouse's history.
+-- Columns: those of the source row the matching reads (same names and types). Kept while the break exists
+-- (resolved ones too: a rerun of an earlier day may pair them again); removed with it.
+CREATE TABLE unmatched_platform_rows (
+    discrepancy_id VARCHAR NOT NULL,
+    business_date DATE NOT NULL,
+    source_table VARCHAR NOT NULL,
+    source_key VARCHAR NOT NULL,
+    order_type VARCHAR NOT NULL,
+    order_no VARCHAR NOT NULL,
+    refund_no VARCHAR,
+    channel VARCHAR NOT NULL,
+    channel_txn_id VARCHAR,
+    merchant_id VARCHAR,
+    amount {M} NOT NULL,
+    currency VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    event_time TIMESTAMP NOT NULL
+);
+CREATE TABLE unmatched_channel_rows (
+    discrepancy_id VARCHAR NOT NULL,
+    business_date DATE NOT NULL,
+    channel VARCHAR NOT NULL,
+    file_id VARCHAR NOT NULL,
+    line_no INTEGER NOT NULL,
+    txn_type VARCHAR NOT NULL,
+    channel_txn_id VARCHAR,
+    merchant_order_no VARCHAR,
+    channel_refund_id VARCHAR,
+    merchant_refund_no VARCHAR,
+    status VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    amount {M} NOT NULL,
+    fee {M},
+    txn_time TIMESTAMP
+);
+""" + ";\n".join(unmatched_rows_sql("SELECT discrepancy_id FROM discrepancies")) + ";\n"),
 ]
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)

@@ -24,7 +24,8 @@ ORDERS, DAYS, SEED, RATE = 1200, 3, 5, 0.01
 #: every table the reconciliation and settlement write; compared on every column but wall-clock timestamps
 #: (TIMESTAMP WITH TIME ZONE: when a row was written) and ids that a sequence numbers in write order
 TABLES = ("discrepancies", "matched_transactions", "discrepancy_members", "discrepancy_resolutions",
-          "settlement_items", "settlement_lines", "settlement_holds", "settlement_batches")
+          "settlement_items", "settlement_lines", "settlement_holds", "settlement_batches",
+          "unmatched_platform_rows", "unmatched_channel_rows")
 SEQUENCE_IDS = {"resolution_id"}
 
 
