@@ -346,7 +346,10 @@ def _release_arrow_memory() -> None:
 def _summary(result: DayResult) -> dict:
     return {"files": len(result.files), "rows": sum(f.rows for f in result.files),
             "quarantined": sum(f.quarantined for f in result.files), "matched": result.matched,
-            "breaks": result.breaks, "settlement": result.settlement, "platform": result.platform_rows}
+            "breaks": result.breaks, "settlement": result.settlement, "platform": result.platform_rows,
+            # wall seconds of the stages recorded so far (load, match, settle): night against night, the stage
+            # that keeps growing is the one to look at (docs/deploy.md)
+            "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
 
 
 # ----------------------------------------------------------------------------- report

@@ -1,8 +1,8 @@
 """The foundation end to end on the bundled demo day: exact breaks, exact settlement, idempotent, atomic."""
 from __future__ import annotations
 
+import json
 from decimal import Decimal as D
-
 from pathlib import Path
 
 import pytest
@@ -81,6 +81,9 @@ def test_running_the_same_day_twice_changes_nothing(demo_cfg):
     second = day_state(con)
     assert first == second and first[4] == [(8,)]
     assert con.execute("SELECT count(*), count(DISTINCT status) FROM runs").fetchall() == [(2, 1)]
+    # each run records its stages' seconds, for comparing nights
+    for (seconds,) in con.execute("SELECT summary->'seconds' FROM runs").fetchall():
+        assert set(json.loads(seconds)) == {"load", "match", "settle"}
     con.close()
 
 
