@@ -45,17 +45,17 @@ def test_every_missing_break_has_its_row_and_no_other_break_does(world, tmp_path
     cfg = _copy(world, tmp_path / "w")
     for d in _days(world):
         run_day(cfg, d, report=False)
-    platform = _rows(cfg, "SELECT x.discrepancy_id, x.platform_amount, u.amount, "
+    platform = _rows(cfg, "SELECT x.type, x.platform_amount, u.amount, "
                           "u.source_table || ':' || u.source_key = x.platform_source "
                           "FROM discrepancies x FULL JOIN unmatched_platform_rows u USING (discrepancy_id) "
                           "WHERE x.type = 'missing_in_channel' OR u.discrepancy_id IS NOT NULL")
-    channel = _rows(cfg, "SELECT x.discrepancy_id, x.channel_amount, u.amount, "
+    channel = _rows(cfg, "SELECT x.type, x.channel_amount, u.amount, "
                          "u.file_id = x.file_id AND u.line_no = x.line_no "
                          "FROM discrepancies x FULL JOIN unmatched_channel_rows u USING (discrepancy_id) "
                          "WHERE x.type = 'missing_in_platform' OR u.discrepancy_id IS NOT NULL")
     assert len(platform) > 10 and len(channel) > 5
-    assert all(p_amt == u_amt and same for _id, p_amt, u_amt, same in platform)
-    assert all(c_amt == u_amt and same for _id, c_amt, u_amt, same in channel)
+    assert all(t == "missing_in_channel" and p_amt == u_amt and same for t, p_amt, u_amt, same in platform)
+    assert all(t == "missing_in_platform" and c_amt == u_amt and same for t, c_amt, u_amt, same in channel)
 
 
 def test_a_carried_row_pairs_from_its_copy_without_its_day_in_the_source_tables(world, tmp_path):
