@@ -275,6 +275,21 @@ class Calendar(_Model):
     beyond_known_years: Literal["error", "weekends"] = "error"
 
 
+class Settlement(_Model):
+    # The guard against paying a transaction twice compares each candidate with every transaction item
+    # settled from this many days before the oldest candidate's trade date on (same trade date: always).
+    # Each night reads those items' keys, so the cost grows with the window (docs/deploy.md): a platform
+    # whose channels never restate older days can shorten it.
+    duplicate_lookback_days: int = 90
+
+    @field_validator("duplicate_lookback_days")
+    @classmethod
+    def _lookback(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("expected at least 1 day (the days a channel may report a transaction again)")
+        return v
+
+
 class Payout(_Model):
     layout: str = "generic_csv"         # generic_csv (uses `columns`) | cn_bank_batch
     columns: tuple[str, ...] = ("merchant_id", "account_name", "bank_account", "bank_name",
@@ -340,6 +355,7 @@ class Config(_Model):
     internal_source: InternalSource
     merchants: tuple[Merchant, ...] = ()
     calendar: Calendar = Calendar()
+    settlement: Settlement = Settlement()
     payout: Payout = Payout()
     schedule: Schedule = Schedule()
     config_path: Path | None = None

@@ -40,11 +40,6 @@ from recon.config import Config, Merchant
 from recon.errors import UserError
 from settlement.calendar import BusinessCalendar, next_settlement_date, settlement_date
 
-#: How far back (in trade days) a candidate is checked against already-settled items
-#: with the same transaction key but another trade date (a transaction matched twice
-#: on different days). Items of the same trade date are always checked.
-DUPLICATE_LOOKBACK_DAYS = 90
-
 _KEY = ("channel", "txn_type", "order_no")  # + coalesce(refund_no, '')
 
 
@@ -237,7 +232,8 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
             SELECT mt.* FROM matched_transactions mt
             SEMI JOIN _stl_prev h ON mt.business_date = h.trade_date AND {_keyjoin('mt', 'h')}
             WHERE mt.business_date IN ({dates})"""
-    oldest = min([T, *held_dates]) - timedelta(days=DUPLICATE_LOOKBACK_DAYS)
+    # The guard against paying twice reads the items of this window (recon.config.Settlement).
+    oldest = min([T, *held_dates]) - timedelta(days=cfg.settlement.duplicate_lookback_days)
     # The same transaction twice among the candidates (a matching defect) settles once: the
     # earliest row wins. The ranking window costs more than this check, so it runs only if needed.
     dups = con.execute(f"""
