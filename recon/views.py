@@ -181,6 +181,17 @@ SELECT channel, currency, any_value(as_of_date) AS as_of_date,
        coalesce(sum(abs(difference)), 0) AS total_abs_difference, min(first_seen_date) AS oldest_first_seen
 FROM o GROUP BY channel, currency, age_bucket, bucket_order
 """,
+    # One row per run, with the seconds of its stages (runs.summary): which stage grows, night after night.
+    "v_runs": """
+SELECT run_id, business_date, status, stage, started_at, finished_at,
+       date_diff('millisecond', started_at, finished_at) / 1000.0 AS wall_seconds,
+       TRY_CAST(summary->>'$.seconds.load' AS DOUBLE) AS load_seconds,
+       TRY_CAST(summary->>'$.seconds.match' AS DOUBLE) AS match_seconds,
+       TRY_CAST(summary->>'$.seconds.settle' AS DOUBLE) AS settle_seconds,
+       TRY_CAST(summary->>'$.rows' AS BIGINT) AS statement_rows,
+       TRY_CAST(summary->>'$.matched' AS BIGINT) AS matched, message
+FROM runs
+""",
     # Statement files as loaded (active ones; superseded files stay in loaded_files).
     "v_loaded_files": """
 SELECT file_id, business_date, channel, kind, format, path, row_count, quarantined_count, gross_total,

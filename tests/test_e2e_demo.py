@@ -81,9 +81,12 @@ def test_running_the_same_day_twice_changes_nothing(demo_cfg):
     second = day_state(con)
     assert first == second and first[4] == [(8,)]
     assert con.execute("SELECT count(*), count(DISTINCT status) FROM runs").fetchall() == [(2, 1)]
-    # each run records its stages' seconds, for comparing nights
+    # each run records its stages' seconds, for comparing nights; v_runs shows them beside the run's wall time
     for (seconds,) in con.execute("SELECT summary->'seconds' FROM runs").fetchall():
         assert set(json.loads(seconds)) == {"load", "match", "settle"}
+    for wall, *stages in con.execute("SELECT wall_seconds, load_seconds, match_seconds, settle_seconds "
+                                     "FROM v_runs WHERE status = 'succeeded'").fetchall():
+        assert all(s > 0 for s in stages) and wall >= sum(stages) - 0.01
     con.close()
 
 
