@@ -11,10 +11,12 @@
 
 Speed: openpyxl spends ~350 µs per 24-column row building a cell object, a style and
 an lxml element per cell. :class:`TableWriter` renders each data row's XML itself
-(``_FastRows``: the same values, types and style ids that :func:`cell` gives, one
-``etree.fromstring`` per row) and hands the element to the worksheet's stream,
-about 10x less CPU. The XML is the same bytes openpyxl writes (tests compare
-the two); a row holding a value it does not know goes through openpyxl as before.
+(``_FastRows``: the same values, types and style ids that :func:`cell` gives) and writes
+those bytes straight into the sheet's file (``_RawSheetWriter``), about 10x less CPU.
+(Parsing each row back into an lxml element for openpyxl's stream, as before, was 40% of
+the rendering: 1.3 of 3.1 s for 43k rows.) The XML is the same bytes openpyxl writes
+(tests compare the two); a row holding a value it does not know goes through openpyxl
+as before.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-from lxml import etree
 from openpyxl import LXML
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
@@ -36,6 +37,7 @@ from openpyxl.compat import safe_string
 from openpyxl.utils.datetime import to_excel
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._writer import WorksheetWriter, create_temporary_file
 
 from reports.safe import csv_safe, is_dangerous, mask_account, mask_text
 
@@ -195,7 +197,29 @@ _XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"
 
 
 class _RawRow(tuple):
-    """A row already rendered to an lxml ``<row>`` element (its only item)."""
+    """A row already rendered: its ``<row>`` element's bytes (its only item)."""
+
+
+class _RawSheetWriter(WorksheetWriter):
+    """openpyxl's writer of a write-only sheet, whose stream also takes ready-made row XML.
+
+    openpyxl streams a sheet into a temporary file through lxml's incremental writer, which accepts
+    elements only; here lxml writes into a file object of ours, so a rendered row's bytes go straight
+    after whatever lxml holds (flushed first). ``out`` stays the file's path (the workbook zips it)."""
+
+    def __init__(self, ws: Any) -> None:
+        path = create_temporary_file()
+        self._file = open(path, "wb")
+        super().__init__(ws, out=self._file)      # starts the stream: lxml writes into self._file
+        self.out = path
+
+    def write_raw(self, xf: Any, data: bytes) -> None:
+        xf.flush()
+        self._file.write(data)
+
+    def close(self) -> None:
+        super().close()
+        self._file.close()
 
 
 class _FastRows:
@@ -210,14 +234,23 @@ class _FastRows:
         self.epoch = ws.parent.epoch
         self.letters: list[str] = []
         self.dates: dict[date, str] = {}
-        convert, write = ws._values_to_row, ws._writer.write_row
+        writer = ws._writer
+        convert, write = ws._values_to_row, writer.write_row
         ws._values_to_row = lambda row, idx: row if type(row) is _RawRow else convert(row, idx)
-        ws._writer.write_row = lambda xf, row, idx: xf.write(row[0]) if type(row) is _RawRow else write(xf, row, idx)
+        writer.write_row = lambda xf, row, idx: (writer.write_raw(xf, row[0]) if type(row) is _RawRow
+                                                 else write(xf, row, idx))
 
     @staticmethod
     def usable(ws: Any) -> bool:
-        return (FAST_ROWS and LXML and getattr(ws, "_writer", None) is not None
+        return (FAST_ROWS and LXML and isinstance(getattr(ws, "_writer", None), _RawSheetWriter)
                 and hasattr(ws, "_values_to_row") and not ws.parent.iso_dates)
+
+    @staticmethod
+    def prepare(ws: Any) -> None:
+        """Give a new write-only sheet the writer that takes rendered rows (before its first row)."""
+        if FAST_ROWS and LXML and getattr(ws, "_writer", "none") is None and not ws.parent.iso_dates:
+            ws._writer = _RawSheetWriter(ws)
+            ws._writer.write_top()
 
     def _style(self, key: tuple, value: Any, kind: str, fill: Any) -> str:
         """The ``s="n"`` attribute :func:`cell` gives this kind of value, found once per kind."""
@@ -285,7 +318,8 @@ class _FastRows:
             style = self._style(key, value, kind, fill)
             out.append(f'<c r="{ref}"{style} t="n"><v>{safe_string(num)}</v></c>')
         out.append("</row>")
-        return _RawRow((etree.fromstring("".join(out)),))
+        # as lxml writes it: ASCII, every other character as a decimal character reference
+        return _RawRow(("".join(out).encode("ascii", "xmlcharrefreplace"),))
 
 
 class TableWriter:
@@ -340,6 +374,7 @@ class TableWriter:
         set_widths(ws, [c.col_width for c in self.cols])
         ws.print_title_rows = "1:1"  # repeat the header on every printed page
         ws.freeze_panes = "B2"
+        _FastRows.prepare(ws)
         ws.append(header_cells(ws, self.cols))
         self._fast = _FastRows(ws) if _FastRows.usable(ws) else None
         self.sheets.append(ws)

@@ -406,7 +406,7 @@ def test_fast_rows_write_the_same_xml_as_openpyxl(world, tmp_path, monkeypatch):
     odd = [None, "", "  padded ", "#N/A", "a & b < c > d", "line\r\nbreak", "\x01ctl", "=1+2", "x" * 40_000,
            True, False, 0, -7, 2 ** 40, Decimal("-1234567.89"), Decimal("0.00"), 1.5, date(1900, 2, 1),
            datetime(2026, 6, 5, 13, 14, 15), datetime(2026, 6, 5, 1, 2, 3, tzinfo=timezone.utc),
-           timedelta(hours=1), "card 6222021234567890123 a@example.com"]
+           timedelta(hours=1), "card 6222021234567890123 a@example.com", "微信支付 退款 😀 é"]
     kinds = ["text", "free", "account", "money", "int", "date", "datetime", "id"]
     out = {}
     for fast in (False, True):
