@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from recon.cli import main as cli_main
-from recon.config import Config, Settlement, parse_config
+from recon.config import Config, parse_config
 from recon.warehouse import connect, transaction
 from settlement.engine import SettlementError, confirm_batch, settle_day
 from settlement.payout import verify_payout_file, write_payout_files
@@ -594,19 +594,15 @@ def test_a_transaction_matched_again_on_another_day_is_not_paid_again(env):
 
 
 @pytest.mark.parametrize("lookback, paid_again", [(3, False), (2, True)])
-def test_the_double_pay_guard_reads_the_configured_window(env, lookback, paid_again):
+def test_the_double_pay_guard_reads_the_configured_window(tmp_path, lookback, paid_again):
     """settlement.duplicate_lookback_days: FRI's item is in MON's window at 3 days, outside it at 2 (the cost of
     a shorter window, which a platform chooses only if its channels never report a transaction again that late)."""
-    cfg, con = env
-    cfg = cfg.model_copy(update={"settlement": Settlement(duplicate_lookback_days=lookback)})
+    cfg = make_cfg(tmp_path, settlement={"duplicate_lookback_days": lookback})
+    con = connect(cfg.warehouse)
     add_txn(con, FRI, "payment", "A", "M001", "10.00")
     run(con, cfg, FRI)
     add_txn(con, MON, "payment", "A", "M001", "10.00")    # the same payment, matched again three days later
     run(con, cfg, MON)
     dates = [d for (d,) in con.execute("SELECT trade_date FROM settlement_items ORDER BY 1").fetchall()]
     assert dates == ([FRI, MON] if paid_again else [FRI])
-
-
-def test_the_double_pay_window_must_be_at_least_a_day():
-    with pytest.raises(ValueError, match="at least 1 day"):
-        Settlement(duplicate_lookback_days=0)
+    con.close()
