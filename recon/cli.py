@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "recon.commands.resolve",
     "recon.commands.check_file",
     "recon.commands.buckets",
+    "recon.commands.archive",
 ]
 
 

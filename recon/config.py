@@ -290,6 +290,20 @@ class Settlement(_Model):
         return v
 
 
+class Archive(_Model):
+    # `recon archive move` moves a business day out of the warehouse only when it is this many days or more
+    # before the latest reconciled day (and closed: docs/warehouse.md#archived-days). At least
+    # settlement.duplicate_lookback_days (the default): the guard against paying twice reads that window.
+    keep_days: int | None = None
+
+    @field_validator("keep_days")
+    @classmethod
+    def _keep(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("expected at least 1 day")
+        return v
+
+
 class Payout(_Model):
     layout: str = "generic_csv"         # generic_csv (uses `columns`) | cn_bank_batch
     columns: tuple[str, ...] = ("merchant_id", "account_name", "bank_account", "bank_name",
@@ -348,6 +362,7 @@ class Config(_Model):
     output_dir: Path
     landing_dir: Path
     snapshot_dir: Path | None = None
+    archive_dir: Path | None = None
     timezone: str = "Asia/Shanghai"
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int | None = None
@@ -356,6 +371,7 @@ class Config(_Model):
     merchants: tuple[Merchant, ...] = ()
     calendar: Calendar = Calendar()
     settlement: Settlement = Settlement()
+    archive: Archive = Archive()
     payout: Payout = Payout()
     schedule: Schedule = Schedule()
     config_path: Path | None = None
@@ -379,6 +395,11 @@ class Config(_Model):
         unknown = sorted(set(self.schedule.buckets) - set(names))
         if unknown:
             raise ValueError(f"schedule.buckets names channels that are not configured: {unknown} (have: {names})")
+        lookback = self.settlement.duplicate_lookback_days
+        if self.archive.keep_days is not None and self.archive.keep_days < lookback:
+            raise ValueError(f"archive.keep_days ({self.archive.keep_days}) must be at least "
+                             f"settlement.duplicate_lookback_days ({lookback}): the guard against paying twice "
+                             "reads the settled items of that window")
         return self
 
     def channel(self, name: str) -> Channel:
@@ -397,6 +418,14 @@ class Config(_Model):
     @property
     def snapshot_path(self) -> Path:
         return self.snapshot_dir or self.output_dir / "snapshot"
+
+    @property
+    def archive_path(self) -> Path:
+        return self.archive_dir or self.output_dir / "archive"
+
+    @property
+    def archive_keep_days(self) -> int:
+        return self.archive.keep_days or self.settlement.duplicate_lookback_days
 
 
 def _loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
@@ -424,7 +453,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         return p
 
     raw = dict(raw)
-    for key in ("warehouse", "output_dir", "landing_dir", "snapshot_dir"):
+    for key in ("warehouse", "output_dir", "landing_dir", "snapshot_dir", "archive_dir"):
         if key in raw and raw[key] is not None:
             raw[key] = fix(raw[key])
     for channel in raw.get("channels") or []:

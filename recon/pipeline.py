@@ -36,6 +36,7 @@ from loaders.fetch import FetchedFile, NotYetAvailable, fetch_statement
 from loaders.fetch.landing import Landing
 from loaders.internal import load_staged, read_platform, staging_parent
 from loaders.load import LoadResult, load_file, parse_fetched
+from recon.archive import refuse_if_archived
 from recon.buckets import apply_buckets, bucket_dir, discard_slices, reconcile_bucket
 from recon.config import Config
 from recon.errors import UserError
@@ -189,6 +190,7 @@ def process_day(cfg: Config, business_date: date, files: list[FetchedFile] | Non
     rejected: list[tuple[FetchedFile, list[Quarantined]]] = []
     stage = ["load" if split is None else "match"]
     try:
+        refuse_if_archived(con, cfg, business_date)
         with _recorded_run(con, cfg, result, stage, rejected), \
                 tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
                 transaction(con):
@@ -233,6 +235,7 @@ def load_day(cfg: Config, business_date: date, files: list[FetchedFile] | None =
     con = con or open_warehouse(cfg)
     rejected: list[tuple[FetchedFile, list[Quarantined]]] = []
     try:
+        refuse_if_archived(con, cfg, business_date)
         with _recorded_run(con, cfg, result, ["load"], rejected), \
                 tempfile.TemporaryDirectory(prefix=".platform-", dir=staging_parent(cfg)) as staging, \
                 transaction(con):

@@ -439,6 +439,20 @@ CREATE TABLE unmatched_channel_rows (
     txn_time TIMESTAMP
 );
 """ + ";\n".join(unmatched_rows_sql("SELECT discrepancy_id FROM discrepancies")) + ";\n"),
+    (7, "archived days", """
+-- Business days whose rows of the big per-day tables were moved out to Parquet (`recon archive`,
+-- recon/archive.py, docs/warehouse.md#archived-days). Their breaks, runs, files, batches and lines stay.
+-- fingerprints: per table, the rows, sum(amount) and a hash of every row as archived (restore checks them);
+-- batch_ids: the settlement batches that held the day's items (their item lists are then incomplete here).
+CREATE TABLE archived_days (
+    business_date DATE PRIMARY KEY,
+    archived_at TIMESTAMPTZ NOT NULL,
+    archive_dir VARCHAR NOT NULL,
+    row_count BIGINT NOT NULL,
+    fingerprints JSON NOT NULL,
+    batch_ids VARCHAR[] NOT NULL
+);
+"""),
 ]
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
@@ -574,3 +588,15 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table, para
     del table
     with arrow_view(con, name, stream):
         con.execute(sql, params or []).fetchall()
+
+
+def archived_batch_days(con: duckdb.DuckDBPyConnection, batch_id: str) -> list:
+    """The archived days whose settlement items belonged to ``batch_id`` (empty in a published snapshot,
+    whose ``settlement_items`` still holds every day)."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_catalog = current_database()").fetchall()}
+    if "archived_days" not in tables or "snapshot_info" in tables:
+        return []
+    return [r[0] for r in con.execute("SELECT business_date FROM archived_days WHERE list_contains(batch_ids, ?) "
+                                      "ORDER BY 1", [batch_id]).fetchall()]

@@ -22,6 +22,7 @@ from openpyxl.chart import BarChart, Reference
 
 from recon.formula import sql_literal
 from recon.views import AGE_BUCKETS, age_bucket_order_sql, age_bucket_sql
+from recon.warehouse import archived_batch_days
 from reports._xlsx import (
     BOLD,
     DIRECTION_FILLS,
@@ -408,6 +409,12 @@ def _kind_of(name: str, data_type: str) -> str:
 SETTLEMENT_DETAIL_ROWS = 10_000
 
 
+def archived_batch_message(batch_id: str, days: list) -> str:
+    return (f"settlement batch {batch_id} holds items of archived days ({', '.join(str(d) for d in days)}): its "
+            "item list is no longer all in the warehouse; the analyst snapshot still has it, or restore the days "
+            f"first (`recon archive restore --date {days[0]}`)")
+
+
 def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: str, out_dir: Path, *,
                             row_limit: int = EXCEL_MAX_ROWS, max_sheets: int = 3,
                             detail_rows: int = SETTLEMENT_DETAIL_ROWS) -> Path:
@@ -431,6 +438,8 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
                         "FROM settlement_batches WHERE batch_id = ?", [batch_id]).fetchone()
     if batch is None:
         raise LookupError(f"no settlement batch {batch_id!r} in the warehouse")
+    if days := archived_batch_days(con, batch_id):
+        raise LookupError(archived_batch_message(batch_id, days))
     final = settlement_report_path(out_dir, batch_id)
     merchants = {m.id: m for m in (getattr(cfg, "merchants", ()) or ())}
     p = {"b": batch_id}

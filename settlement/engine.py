@@ -203,7 +203,9 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
         WHERE run_date = $T AND item_kind = 'transaction' AND trade_date < $T AND batch_id IN {draft_ids}
         UNION
         SELECT DISTINCT trade_date, channel, txn_type, order_no, refund_no
-        FROM settlement_holds WHERE run_date < $T AND trade_date < $T""", {"T": T})
+        FROM settlement_holds WHERE run_date < $T AND trade_date < $T
+          -- an archived day's transactions were all settled before it moved out (recon.archive)
+          AND trade_date NOT IN (SELECT business_date FROM archived_days)""", {"T": T})
     con.execute(f"DELETE FROM settlement_items WHERE run_date = ? AND batch_id IN {draft_ids}", [T])
     con.execute("DELETE FROM settlement_holds WHERE run_date = ?", [T])
     #    Draft items of trade date T that other runs wrote (released holds) and whose matched data

@@ -36,6 +36,7 @@ import duckdb
 
 from recon.config import Config
 from recon.formula import csv_safe, csv_safe_sql
+from recon.warehouse import archived_batch_days
 from settlement.engine import SettlementError, batch_info
 
 GENERIC_FIELDS = ("seq", "batch_id", "settlement_date", "merchant_id", "merchant_name", "account_name",
@@ -127,6 +128,9 @@ def write_payout_files(con: duckdb.DuckDBPyConnection, cfg: Config, batch_id: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = batch_info(con, batch_id)
+    if days := archived_batch_days(con, batch_id):
+        raise SettlementError(f"payout files of {batch_id}: its items of {', '.join(str(d) for d in days)} are "
+                              f"archived; restore the days first (`recon archive restore --date {days[0]}`)")
     written: list[Path] = []
 
     payout = out / f"{batch_id}_payout.csv"

@@ -1,0 +1,257 @@
+"""Archived days (``recon archive``): only closed days move, later nights compute the same without them, the
+snapshot still shows them, a restore brings back every row, and runs and statements that would need them refuse."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from recon import archive, cli
+from recon.config import load_config
+from recon.errors import UserError
+from recon.generate import generate_world
+from recon.pipeline import run_day
+from recon.resolution import resolve
+from recon.warehouse import connect
+from reports.excel import write_settlement_report
+from reports.snapshot import publish_snapshot, snapshot_db_path
+from settlement.engine import SettlementError, confirm_batch
+from settlement.payout import write_payout_files
+
+# Every table a night writes, and what of it to compare (resolved_at / recorded_at: the wall clock of resolve()).
+COMPARED = {
+    "discrepancies": "SELECT * EXCLUDE (resolved_at) FROM discrepancies",
+    "discrepancy_resolutions": "SELECT * EXCLUDE (resolution_id, recorded_at) FROM discrepancy_resolutions",
+    "matched_transactions": "SELECT * FROM matched_transactions",
+    "settlement_items": "SELECT * FROM settlement_items",
+    "settlement_lines": "SELECT * FROM settlement_lines",
+    "settlement_holds": "SELECT * FROM settlement_holds",
+    "settlement_reserves": "SELECT * FROM settlement_reserves",
+    "unmatched_platform_rows": "SELECT * FROM unmatched_platform_rows",
+    "unmatched_channel_rows": "SELECT * FROM unmatched_channel_rows",
+}
+
+
+def _days(world: Path) -> list[date]:
+    return [date.fromisoformat(d) for d in json.loads((world / "world.json").read_text(encoding="utf-8"))["dates"]]
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> dict[str, Path]:
+    """Six generated days with a one-day guard window. ``open``: days 1-4 run, nothing resolved or confirmed.
+    ``closed``: then every break of days 1-2 written off, day 4 rerun (the released holds settle) and every
+    batch confirmed, so day 1 is closed; day 2 is not (day 3's held transactions still wait)."""
+    base = tmp_path_factory.mktemp("archive-worlds")
+    opened = base / "open"
+    generate_world(opened, orders=600, days=6, seed=5, break_rate=0.01, chunk_rows=1000)
+    raw = yaml.safe_load((opened / "recon.yml").read_text(encoding="utf-8"))
+    raw["settlement"] = {**raw.get("settlement", {}), "duplicate_lookback_days": 1}
+    (opened / "recon.yml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    days = _days(opened)
+    cfg = load_config(opened / "recon.yml")
+    for d in days[:4]:
+        run_day(cfg, d, report=False)
+    closed = base / "closed"
+    shutil.copytree(opened, closed)
+    cfg = load_config(closed / "recon.yml")
+    con = connect(cfg.warehouse)
+    for (i,) in con.execute("SELECT discrepancy_id FROM discrepancies WHERE business_date <= ? "
+                            "AND status IN ('open', 'pending') ORDER BY 1", [days[1]]).fetchall():
+        resolve(con, i, by="finance", note="written off in the test", action="write_off", today=days[3])
+    con.close()
+    run_day(cfg, days[3], report=False)
+    con = connect(cfg.warehouse)
+    for (b,) in con.execute("SELECT batch_id FROM settlement_batches WHERE status = 'draft' "
+                            "ORDER BY settlement_date").fetchall():
+        confirm_batch(con, b, "finance")
+    con.close()
+    return {"open": opened, "closed": closed}
+
+
+def _copy(worlds: dict[str, Path], which: str, dest: Path):
+    shutil.copytree(worlds[which], dest)
+    return load_config(dest / "recon.yml")
+
+
+def _rows(cfg, sql: str, params=None, root: Path | None = None) -> list[tuple]:
+    """The rows, sorted; with ``root``, that folder's path in texts (notes naming a statement file) as ``<w>``."""
+    con = connect(cfg.warehouse, read_only=True)
+    try:
+        rows = con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+    if root is not None:
+        rows = [tuple(v.replace(str(root), "<w>") if isinstance(v, str) else v for v in r) for r in rows]
+    return sorted(rows, key=repr)
+
+
+def _plan(cfg, before: date) -> dict[date, tuple[str, ...]]:
+    con = connect(cfg.warehouse, read_only=True)
+    try:
+        return {st.business_date: st.blockers for st in archive.plan(con, cfg, before)}
+    finally:
+        con.close()
+
+
+def _move(cfg, before: date):
+    con = connect(cfg.warehouse)
+    try:
+        return archive.move(con, cfg, before)
+    finally:
+        con.close()
+
+
+def test_the_plan_says_why_each_day_stays(worlds, tmp_path):
+    days = _days(worlds["open"])
+    plan = _plan(_copy(worlds, "open", tmp_path / "o"), days[4])
+    assert list(plan) == days[:4]
+    first = " | ".join(plan[days[0]])
+    assert "break(s) still open or pending" in first
+    assert "settlement item(s) in batches not confirmed yet (STL-" in first
+    assert "matched transaction(s) not settled yet" in first
+    assert f"within 1 day(s) of the latest reconciled day {days[3]}" in " | ".join(plan[days[2]])
+    assert f"a transaction of {days[0]} still waits for settlement" in " | ".join(plan[days[1]])
+
+    plan = _plan(_copy(worlds, "closed", tmp_path / "c"), days[4])
+    assert plan[days[0]] == ()
+    assert plan[days[1]] == (f"a transaction of {days[2]} still waits for settlement, and its guard against "
+                             f"paying twice reads the settled items back to {days[1]}",)
+    assert plan[days[2]] and plan[days[3]]
+
+
+def test_archiving_a_closed_day_changes_nothing_the_next_nights_compute(worlds, tmp_path):
+    days = _days(worlds["closed"])
+    kept = _copy(worlds, "closed", tmp_path / "kept")
+    moved = _copy(worlds, "closed", tmp_path / "moved")
+    result, stays = _move(moved, days[4])
+    assert [m["business_date"] for m in result] == [days[0]]
+    assert [st.business_date for st in stays] == days[1:4]
+    assert result[0]["tables"]["channel_transactions"] > 500 and result[0]["tables"]["settlement_items"] > 500
+    for table, day_col in archive.ARCHIVED.items():
+        assert _rows(moved, f"SELECT count(*) FROM {table} WHERE {day_col} = ?", [days[0]]) == [(0,)]
+    for cfg in (kept, moved):
+        for d in days[4:]:
+            run_day(cfg, d, report=False)
+    for table, sql in COMPARED.items():
+        if table == "settlement_items":   # the kept warehouse still holds day 1's items; the other, its archive
+            sql += f" WHERE trade_date <> DATE '{days[0]}'"
+        if table == "matched_transactions":
+            sql += f" WHERE business_date <> DATE '{days[0]}'"
+        assert _rows(moved, sql, root=tmp_path / "moved") == _rows(kept, sql, root=tmp_path / "kept"), table
+
+
+def test_a_restore_brings_back_every_row_and_empties_the_archive(worlds, tmp_path):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    before = {t: _rows(cfg, f"SELECT * FROM {t}") for t in archive.ARCHIVED}
+    _move(cfg, days[4])
+    folder = cfg.archive_path / "channel_transactions" / f"business_date={days[0]}"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"channel={c}" for (c,) in set(r[1:2] for r in before["channel_transactions"] if r[0] == days[0]))
+    assert main(["archive", "restore", "--config", str(cfg.config_path), "--date", str(days[0])]) == 0
+    for t in archive.ARCHIVED:
+        assert _rows(cfg, f"SELECT * FROM {t}") == before[t], t
+    assert _rows(cfg, "SELECT count(*) FROM archived_days") == [(0,)]
+    assert not folder.exists()
+    run_day(cfg, days[1], report=False)          # within day 1's guard window again: allowed once restored
+
+
+def test_runs_and_statements_that_need_an_archived_day_are_refused(worlds, tmp_path, capsys):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    _move(cfg, days[4])
+    with pytest.raises(UserError, match=f"business date {days[0]} is archived: restore it first"):
+        run_day(cfg, days[0], report=False)
+    with pytest.raises(UserError, match=f"archived day {days[0]} lies in its guard against paying twice"):
+        run_day(cfg, days[1], report=False)
+    assert _rows(cfg, "SELECT count(*) FROM runs WHERE business_date <= ? AND status <> 'succeeded'",
+                 [days[1]]) == [(0,)]
+    batch = _rows(cfg, "SELECT batch_ids[1] FROM archived_days")[0][0]
+    con = connect(cfg.warehouse, read_only=True)
+    try:
+        with pytest.raises(LookupError, match=f"settlement batch {batch} holds items of archived days"):
+            write_settlement_report(con, cfg, batch, tmp_path / "out")
+        with pytest.raises(SettlementError, match=f"payout files of {batch}: its items of {days[0]} are archived"):
+            write_payout_files(con, cfg, batch, tmp_path / "out")
+    finally:
+        con.close()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    run_day(cfg, days[2], report=False)          # outside the window: runs
+
+
+def test_the_snapshot_keeps_showing_archived_days(worlds, tmp_path):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    publish_snapshot(cfg, days[3])
+    sql = "SELECT * FROM {t} WHERE {c} = ?"
+    before = {t: _rows(cfg, sql.format(t=t, c=c), [days[0]]) for t, c in archive.ARCHIVED.items()}
+    _move(cfg, days[4])
+    publish_snapshot(cfg, days[3])
+    manifest = json.loads((cfg.snapshot_path / "manifest.json").read_text(encoding="utf-8"))
+    assert all(str(days[0]) not in d for d in manifest["republished_days"].values())   # nothing rewritten
+    fresh = cfg.model_copy(update={"snapshot_dir": tmp_path / "fresh"})
+    publish_snapshot(fresh, days[3])                 # a new snapshot: its day-1 partitions come from the archive
+    for c in (cfg, fresh):
+        snap = duckdb.connect(str(snapshot_db_path(c)), read_only=True)
+        try:
+            for t, col in archive.ARCHIVED.items():
+                got = sorted(snap.execute(sql.format(t=t, c=col), [days[0]]).fetchall(), key=repr)
+                assert got == before[t] and (got or t == "bank_statement_lines"), t
+        finally:
+            snap.close()
+
+
+def test_a_file_that_does_not_read_back_the_same_archives_nothing(worlds, tmp_path, monkeypatch):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    real = archive._fingerprint
+
+    def lossy(con, sql, columns):
+        got = real(con, sql, columns)
+        return {**got, "rows": got["rows"] - 1} if "read_parquet" in sql else got
+
+    monkeypatch.setattr(archive, "_fingerprint", lossy)
+    rows = _rows(cfg, "SELECT count(*) FROM channel_transactions")
+    with pytest.raises(UserError, match="does not match the warehouse"):
+        _move(cfg, days[4])
+    assert _rows(cfg, "SELECT count(*) FROM channel_transactions") == rows
+    assert _rows(cfg, "SELECT count(*) FROM archived_days") == [(0,)]
+    assert not any(cfg.archive_path.rglob("*.parquet"))
+
+
+def test_a_restore_with_a_file_missing_restores_nothing(worlds, tmp_path):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    _move(cfg, days[4])
+    shutil.rmtree(cfg.archive_path / "settlement_items")
+    assert main(["archive", "restore", "--config", str(cfg.config_path), "--date", str(days[0])]) == 1
+    assert _rows(cfg, "SELECT count(*) FROM channel_transactions WHERE business_date = ?", [days[0]]) == [(0,)]
+    assert _rows(cfg, "SELECT business_date FROM archived_days") == [(days[0],)]
+
+
+def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    conf = str(cfg.config_path)
+    assert main(["archive", "plan", "--config", conf, "--before", str(days[4])]) == 0
+    out = capsys.readouterr().out
+    assert f"{days[0]}  closed: `recon archive move` would archive it" in out
+    assert f"{days[1]}  stays: a transaction of {days[2]} still waits" in out
+    assert main(["archive", "plan", "--config", conf]) == 0          # default: keep_days (1) before day 4
+    assert f"{days[2]}  stays" not in capsys.readouterr().out
+    assert main(["archive", "move", "--config", conf, "--before", str(days[4])]) == 0
+    out = capsys.readouterr().out
+    assert f"{days[0]}: " in out and "1 day(s) archived" in out and "3 day(s) kept" in out
+    assert main(["archive", "plan", "--config", conf, "--before", str(days[1])]) == 0
+    assert f"{days[0]}  archived (" in capsys.readouterr().out
+    assert main(["archive", "restore", "--config", conf, "--date", str(days[1])]) == 1
+    assert f"business date {days[1]} is not archived" in capsys.readouterr().err
+
+
+def main(argv: list[str]) -> int:
+    return cli.main(argv)
