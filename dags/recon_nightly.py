@@ -1,4 +1,5 @@
-"""The nightly reconciliation: per channel wait -> fetch -> verify, then reconcile + settle, report, publish.
+"""The nightly reconciliation: per channel wait -> fetch -> verify, then reconcile + settle, report, publish
+(-> archive, with ``archive.nightly``).
 
 With ``schedule.buckets`` (large channels split by key hash): ... verify -> load -> bucket[channel, b] ... ->
 reconcile + settle (the other channels, and the buckets merged) -> report -> publish.
@@ -80,6 +81,10 @@ def recon_nightly():
     def publish(outputs: dict[str, str]) -> str:
         return steps.publish()
 
+    @task(pool=S.pool)
+    def archive(published: str) -> dict:
+        return steps.archive()
+
     verified = per_channel.expand(channel=plan())
     if S.buckets:
         jobs = load(verified)
@@ -87,7 +92,9 @@ def recon_nightly():
         jobs >> summary                        # directly downstream of load too (wait_for_downstream)
     else:
         summary = reconcile_and_settle(verified)
-    publish(report(summary))
+    published = publish(report(summary))
+    if S.archive:                              # archive.nightly: closed old days leave the warehouse
+        archive(published)
 
 
 recon_nightly()

@@ -295,6 +295,8 @@ class Archive(_Model):
     # before the latest reconciled day (and closed: docs/warehouse.md#archived-days). At least
     # settlement.duplicate_lookback_days (the default): the guard against paying twice reads that window.
     keep_days: int | None = None
+    # True: the nightly DAG ends with an `archive` task (`recon archive move` after the snapshot is published).
+    nightly: bool = False
 
     @field_validator("keep_days")
     @classmethod

@@ -42,6 +42,7 @@ from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 from recon.config import Config, ConfigError, load_config
+from recon.warehouse import connect
 
 log = logging.getLogger("recon.orchestration")
 
@@ -87,6 +88,7 @@ class DagSettings:
     pool: str
     config_path: str
     buckets: dict[str, int]                    # split channels: the nightly DAG gets load and bucket tasks
+    archive: bool = False                      # archive.nightly: the DAG ends with an archive task
 
 
 def dag_settings() -> DagSettings:
@@ -102,7 +104,7 @@ def dag_settings() -> DagSettings:
         deadline_seconds=s.file_deadline_minutes * 60, poke_interval_seconds=s.poke_interval_seconds,
         retries=s.retries, retry_delay=timedelta(seconds=s.retry_delay_seconds),
         max_retry_delay=timedelta(seconds=s.max_retry_delay_seconds), pool=s.pool,
-        config_path=str(cfg.config_path), buckets=dict(s.buckets))
+        config_path=str(cfg.config_path), buckets=dict(s.buckets), archive=cfg.archive.nightly)
 
 
 # ----------------------------------------------------------------------------- business date
@@ -344,6 +346,23 @@ def publish() -> str:
         path = str(publish_snapshot(cfg, d))
         log.info("business date %s: analyst snapshot %s; warehouse %s", d, path, cfg.warehouse)
         return path
+
+
+def archive() -> dict:
+    """``recon archive move`` after the night: the closed days older than ``archive.keep_days`` leave the warehouse."""
+    from recon.archive import move
+
+    with task_errors("archive"):
+        cfg = load()
+        con = connect(cfg.warehouse)
+        try:
+            moved, kept = move(con, cfg, progress=lambda m: log.info("archive: %s", m))
+        finally:
+            con.close()
+        for st in kept:
+            log.info("archive: %s stays: %s", st.business_date, "; ".join(st.blockers))
+        return {"archived": [str(m["business_date"]) for m in moved], "rows": sum(m["rows"] for m in moved),
+                "kept": [str(st.business_date) for st in kept]}
 
 
 # ----------------------------------------------------------------------------- notification

@@ -43,10 +43,13 @@ def _days(world: Path) -> list[date]:
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory) -> dict[str, Path]:
-    """Six generated days with a one-day guard window. ``open``: days 1-4 run, nothing resolved or confirmed.
-    ``closed``: then every break of days 1-2 written off, day 4 rerun (the released holds settle) and every
-    batch confirmed, so day 1 is closed; day 2 is not (day 3's held transactions still wait)."""
-    base = tmp_path_factory.mktemp("archive-worlds")
+    return build_worlds(tmp_path_factory.mktemp("archive-worlds"))
+
+
+def build_worlds(base: Path) -> dict[str, Path]:
+    """Six generated days (from 2026-06-01) with a one-day guard window. ``open``: days 1-4 run, nothing resolved
+    or confirmed. ``closed``: then every break of days 1-2 written off, day 4 rerun (the released holds settle)
+    and every batch confirmed, so day 1 is closed; day 2 is not (day 3's held transactions still wait)."""
     opened = base / "open"
     generate_world(opened, orders=600, days=6, seed=5, break_rate=0.01, chunk_rows=1000)
     raw = yaml.safe_load((opened / "recon.yml").read_text(encoding="utf-8"))

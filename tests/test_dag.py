@@ -424,6 +424,29 @@ def test_nightly_dag_with_schedule_buckets_splits_wechat_and_equals_the_unsplit_
     assert (Path(cfg.output_dir) / "reports" / "2026-06-05" / "recon_report_2026-06-05.xlsx").exists()
 
 
+def test_with_archive_nightly_the_dag_ends_by_archiving_the_closed_days(airflow_home, tmp_path):
+    """archive.nightly: an `archive` task after publish moves the closed days out (recon archive move)."""
+    from tests.test_archive import build_worlds
+
+    world = build_worlds(tmp_path)["closed"]       # days 2026-06-01..04 run; day 1 closed
+    config = rewrite(world / "recon.yml", lambda raw: raw.update(archive={"nightly": True}))
+    _, dag = load_dag(config)
+    assert dag.task_dict["archive"].upstream_task_ids == {"publish"} and dag.task_dict["archive"].pool == POOL
+    state, states = run_dag(config)                # business date 2026-06-05
+    assert state == "success", states
+    con = connect(load_config(config).warehouse, read_only=True)
+    try:
+        assert con.execute("SELECT business_date FROM archived_days").fetchall() == [(date(2026, 6, 1),)]
+        assert con.execute("SELECT count(*) FROM channel_transactions WHERE business_date = '2026-06-01'"
+                           ).fetchone()[0] == 0
+        assert con.execute("SELECT max(business_date) FROM runs WHERE status = 'succeeded'"
+                           ).fetchone()[0] == date(2026, 6, 5)
+    finally:
+        con.close()
+    _, plain = load_dag(write_demo_config(tmp_path / "plain"))
+    assert "archive" not in plain.task_dict
+
+
 def test_schedule_buckets_must_name_configured_channels(tmp_path):
     from recon.config import ConfigError
 
