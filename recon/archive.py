@@ -11,8 +11,9 @@ holds stay. The analyst snapshot keeps showing archived days (its partitions com
 
 A day is *closed*, and may move, when every one of these holds (:func:`plan` says which does not):
 
-- it lies more than ``archive.keep_days`` (default: ``settlement.duplicate_lookback_days``) before the
-  latest reconciled day, so no run of a later day reads its settled items in the guard against paying twice;
+- it lies more than ``archive.keep_days`` before the latest reconciled day (at least, and by default,
+  :attr:`Config.days_read_back`: the guard against paying twice reads the settled items of
+  ``settlement.duplicate_lookback_days``, a bank credit the trade date ``settlement_lag_days`` back);
 - its last run succeeded;
 - none of its breaks is open or pending (an amount or fee mismatch's pair is in ``matched_transactions``
   until a person resolves the break and the pair settles);
@@ -143,16 +144,17 @@ def _oldest_waiting(con: duckdb.DuckDBPyConnection) -> date | None:
 
 
 def refuse_if_archived(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> None:
-    """A run of ``d`` reads the settled items of its guard window: none of it may be archived."""
-    lookback = cfg.settlement.duplicate_lookback_days
+    """A run of ``d`` reads the days before it back to :attr:`Config.days_read_back`: none may be archived."""
+    back = cfg.days_read_back
     hit = con.execute("SELECT max(business_date) FROM archived_days WHERE business_date >= ?",
-                      [d - timedelta(days=lookback)]).fetchone()[0]
+                      [d - timedelta(days=back)]).fetchone()[0]
     if hit is None:
         return
     if hit == d:
         raise UserError(f"business date {d} is archived: restore it first (`recon archive restore --date {d}`)")
-    raise UserError(f"business date {d} cannot be run: archived day {hit} lies in its guard against paying twice "
-                    f"(settlement.duplicate_lookback_days = {lookback}); restore it first "
+    raise UserError(f"business date {d} cannot be run: archived day {hit} lies within the {back} day(s) its run "
+                    "reads back (the guard against paying twice, settlement.duplicate_lookback_days, and the "
+                    "channels' settlement_lag_days); restore it first "
                     f"(`recon archive restore --date {hit}`)")
 
 

@@ -426,8 +426,14 @@ class Config(_Model):
         return self.archive_dir or self.output_dir / "archive"
 
     @property
+    def days_read_back(self) -> int:
+        """How far before its business date a run reads the big per-day tables: the guard against paying twice
+        (settled items) and the bank's settlement batches (a channel's trade date ``settlement_lag_days`` back)."""
+        return max(self.settlement.duplicate_lookback_days, *(c.settlement_lag_days for c in self.channels))
+
+    @property
     def archive_keep_days(self) -> int:
-        return self.archive.keep_days or self.settlement.duplicate_lookback_days
+        return max(self.archive.keep_days or 0, self.days_read_back)
 
 
 def _loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:

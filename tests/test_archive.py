@@ -170,7 +170,7 @@ def test_runs_and_statements_that_need_an_archived_day_are_refused(worlds, tmp_p
     _move(cfg, days[4])
     with pytest.raises(UserError, match=f"business date {days[0]} is archived: restore it first"):
         run_day(cfg, days[0], report=False)
-    with pytest.raises(UserError, match=f"archived day {days[0]} lies in its guard against paying twice"):
+    with pytest.raises(UserError, match=f"archived day {days[0]} lies within the 1 day\\(s\\) its run reads back"):
         run_day(cfg, days[1], report=False)
     assert _rows(cfg, "SELECT count(*) FROM runs WHERE business_date <= ? AND status <> 'succeeded'",
                  [days[1]]) == [(0,)]
@@ -252,6 +252,9 @@ def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
     assert f"{days[0]}: " in out and "1 day(s) archived" in out and "3 day(s) kept" in out
     assert main(["archive", "plan", "--config", conf, "--before", str(days[1])]) == 0
     assert f"{days[0]}  archived (" in capsys.readouterr().out
+    assert main(["report", "--config", conf, "--date", str(days[0]), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "discrepancy report: " in out and f"settlement reports: none; {days[0]} is archived" in out
     assert main(["archive", "restore", "--config", conf, "--date", str(days[1])]) == 1
     assert f"business date {days[1]} is not archived" in capsys.readouterr().err
 

@@ -64,6 +64,12 @@ def cmd_report(args) -> int:
             else:
                 batches = [r[0] for r in con.execute(
                     "SELECT DISTINCT batch_id FROM settlement_items WHERE trade_date = ? ORDER BY 1", [d]).fetchall()]
+                if not batches and con.execute(
+                        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'archived_days' "
+                        "AND table_catalog = current_database()").fetchone()[0] and con.execute(
+                        "SELECT count(*) FROM archived_days WHERE business_date = ?", [d]).fetchone()[0]:
+                    print(f"settlement reports: none; {d} is archived (its batches' workbooks need the snapshot or "
+                          f"`recon archive restore --date {d}`)")
             for batch_id in batches:
                 try:
                     print(f"settlement report: {write_settlement_report(con, cfg, batch_id, out_dir)}")
