@@ -261,3 +261,25 @@ def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
 
 def main(argv: list[str]) -> int:
     return cli.main(argv)
+
+
+def test_a_column_added_after_archiving_reads_as_null_in_the_snapshot_and_on_restore(worlds, tmp_path):
+    """A later migration adds a column: the snapshot republishes the table whole, the archived day's partitions
+    from the archive's files with the new column empty; a restore fills it with its default."""
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    count = _rows(cfg, "SELECT count(*) FROM settlement_items WHERE trade_date = ?", [days[0]])[0][0]
+    _move(cfg, days[4])
+    con = connect(cfg.warehouse)
+    con.execute("ALTER TABLE settlement_items ADD COLUMN later_note VARCHAR DEFAULT 'added later'")
+    con.close()
+    publish_snapshot(cfg, days[3])
+    snap = duckdb.connect(str(snapshot_db_path(cfg)), read_only=True)
+    try:
+        assert snap.execute("SELECT count(*), count(later_note) FROM settlement_items WHERE trade_date = ?",
+                            [days[0]]).fetchone() == (count, 0)
+    finally:
+        snap.close()
+    assert main(["archive", "restore", "--config", str(cfg.config_path), "--date", str(days[0])]) == 0
+    assert _rows(cfg, "SELECT count(*), min(later_note) FROM settlement_items WHERE trade_date = ?",
+                 [days[0]]) == [(count, "added later")]
