@@ -409,12 +409,6 @@ def _kind_of(name: str, data_type: str) -> str:
 SETTLEMENT_DETAIL_ROWS = 10_000
 
 
-def archived_batch_message(batch_id: str, days: list) -> str:
-    return (f"settlement batch {batch_id} holds items of archived days ({', '.join(str(d) for d in days)}): its "
-            "item list is no longer all in the warehouse; the analyst snapshot still has it, or restore the days "
-            f"first (`recon archive restore --date {days[0]}`)")
-
-
 def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: str, out_dir: Path, *,
                             row_limit: int = EXCEL_MAX_ROWS, max_sheets: int = 3,
                             detail_rows: int = SETTLEMENT_DETAIL_ROWS) -> Path:
@@ -439,7 +433,10 @@ def write_settlement_report(con: duckdb.DuckDBPyConnection, cfg: Any, batch_id: 
     if batch is None:
         raise LookupError(f"no settlement batch {batch_id!r} in the warehouse")
     if days := archived_batch_days(con, batch_id):
-        raise LookupError(archived_batch_message(batch_id, days))
+        raise LookupError(f"settlement batch {batch_id} holds items of archived days "
+                          f"({', '.join(str(d) for d in days)}): its item list is no longer all in the warehouse; "
+                          f"the analyst snapshot still has it, or restore the days first "
+                          f"(`recon archive restore --date {days[0]}`)")
     final = settlement_report_path(out_dir, batch_id)
     merchants = {m.id: m for m in (getattr(cfg, "merchants", ()) or ())}
     p = {"b": batch_id}
