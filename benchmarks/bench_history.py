@@ -52,7 +52,8 @@ def world_for(n: int, days: int, workdir: Path, seed: int = 1) -> Path:
     return out
 
 
-def child_night(world: Path, run_dir: Path, day: date, out_json: Path, archive_keep: int | None = None) -> None:
+def child_night(world: Path, run_dir: Path, day: date, out_json: Path, archive_keep: int | None = None,
+                queue_only: bool = False) -> None:
     """``run_day`` for one night on the warehouse under ``run_dir`` (kept from night to night)."""
     import duckdb
 
@@ -69,7 +70,7 @@ def child_night(world: Path, run_dir: Path, day: date, out_json: Path, archive_k
     t0, c0 = time.perf_counter(), _cpu()
     result = run_day(cfg, day)
     total, cpu = time.perf_counter() - t0, _cpu() - c0
-    archived = _work_the_queue_and_archive(cfg, day) if archive_keep else {}
+    archived = _work_the_queue_and_archive(cfg, day, move_days=not queue_only) if archive_keep else {}
     with duckdb.connect(str(wh), read_only=True) as con:
         open_breaks, kept_pairs = con.execute(
             "SELECT (SELECT count(*) FROM discrepancies WHERE status IN ('open', 'pending')), "
@@ -83,8 +84,9 @@ def child_night(world: Path, run_dir: Path, day: date, out_json: Path, archive_k
     out_json.write_text(json.dumps(out, default=str), encoding="utf-8")
 
 
-def _work_the_queue_and_archive(cfg, day: date) -> dict:
-    """The team's part of the night (write-offs, confirmations; simulated in bulk), then ``archive.move``."""
+def _work_the_queue_and_archive(cfg, day: date, move_days: bool = True) -> dict:
+    """The team's part of the night (write-offs, confirmations; simulated in bulk), then ``archive.move``
+    (``move_days=False``: the queue only, the baseline that shows what archiving itself changes)."""
     from recon.archive import move
     from recon.warehouse import connect, transaction
 
@@ -100,7 +102,7 @@ def _work_the_queue_and_archive(cfg, day: date) -> dict:
                 UPDATE settlement_batches SET status = 'confirmed', confirmed_at = now(), confirmed_by = 'bench'
                 WHERE status = 'draft' AND settlement_date <= $d""", {"d": day})
         t0, c0 = time.perf_counter(), _cpu()
-        moved, kept = move(con, cfg)
+        moved, kept = move(con, cfg) if move_days else ([], [])
         seconds, cpu = time.perf_counter() - t0, _cpu() - c0
         live = sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in
                    ("channel_transactions", "channel_funds_movements", "platform_orders", "platform_expected_funds",
@@ -111,8 +113,10 @@ def _work_the_queue_and_archive(cfg, day: date) -> dict:
             "rows": sum(m["rows"] for m in moved), "kept": len(kept), "live_rows": live}
 
 
-def run_nights(world: Path, days: int, workdir: Path, archive_keep: int | None = None) -> list[dict]:
-    run_dir = workdir / (f"history-run-{world.name}" + (f"-archive{archive_keep}" if archive_keep else ""))
+def run_nights(world: Path, days: int, workdir: Path, archive_keep: int | None = None,
+               queue_only: bool = False) -> list[dict]:
+    tag = (f"-archive{archive_keep}" if archive_keep else "") + ("-queue-only" if queue_only else "")
+    run_dir = workdir / f"history-run-{world.name}{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     nights = []
@@ -121,7 +125,8 @@ def run_nights(world: Path, days: int, workdir: Path, archive_keep: int | None =
         out_json = run_dir / f"night-{day}.json"
         r = measure([PY, "-m", "benchmarks.bench_history", "--child-night", str(world), "--run-dir", str(run_dir),
                      "--day", day.isoformat(), "--out-json", str(out_json)]
-                    + (["--archive-keep", str(archive_keep)] if archive_keep else []))
+                    + (["--archive-keep", str(archive_keep)] if archive_keep else [])
+                    + (["--queue-only"] if queue_only else []))
         res = json.loads(out_json.read_text(encoding="utf-8"))
         res.update(wall=r["wall"], peak_rss=r["peak_rss"], cpu_tree=r["cpu"], load_average=os.getloadavg())
         nights.append(res)
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR", "/tmp/payrecon-bench"))
     ap.add_argument("--write-results", action="store_true")
     ap.add_argument("--archive-keep", type=int, help="work the queue and archive after each night, keeping K days")
+    ap.add_argument("--queue-only", action="store_true", help="with --archive-keep: work the queue, archive nothing")
     ap.add_argument("--from-json", help="only rebuild the table from a raw results file of an earlier run")
     ap.add_argument("--child-night")
     ap.add_argument("--run-dir")
@@ -184,21 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child_night:
         child_night(Path(args.child_night), Path(args.run_dir), date.fromisoformat(args.day), Path(args.out_json),
-                    args.archive_keep)
+                    args.archive_keep, args.queue_only)
         return 0
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    keep = f" --archive-keep {args.archive_keep}" if args.archive_keep else ""
+    keep = (f" --archive-keep {args.archive_keep}" if args.archive_keep else "") + (
+        " --queue-only" if args.queue_only else "")
     command = f"python -m benchmarks.bench_history --orders {args.orders} --days {args.days}{keep}"
     raw = workdir / f"history-{args.orders}x{args.days}{keep.replace(' --', '-').replace(' ', '')}.json"
     if args.from_json:
         nights = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
     else:
-        nights = run_nights(world_for(args.orders, args.days, workdir), args.days, workdir, args.archive_keep)
+        nights = run_nights(world_for(args.orders, args.days, workdir), args.days, workdir, args.archive_keep,
+                            args.queue_only)
         raw.write_text(json.dumps(nights, default=str), encoding="utf-8")
     text = table(nights, command)
     print(text)
-    if args.write_results and args.archive_keep:
+    if args.write_results and args.archive_keep and not args.queue_only:
         write_section(text, ARCHIVE_BEGIN, ARCHIVE_END, "Night after night, archiving old days")
     elif args.write_results:
         write_section(text, BEGIN, END, "Night after night (a warehouse with history)")
