@@ -40,7 +40,7 @@ import duckdb
 from recon.config import Config
 from recon.errors import UserError
 from recon.warehouse import transaction
-from reports.snapshot import PARTITIONED, export_days
+from reports.snapshot import LAYOUT, PARQUET_DIR, PARTITIONED, export_days, read_manifest
 
 #: The big per-day tables whose rows an archived day moves out: table -> its day column. The snapshot's
 #: partitioned tables, but for the batch-break members (they belong to breaks, which stay).
@@ -186,16 +186,13 @@ def archive_day(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{d.isoformat()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     columns = table_columns(con)
+    manifest = read_manifest(Path(cfg.snapshot_path))
     prints: dict[str, dict] = {}
     try:
         for t, day_col in ARCHIVED.items():
             live = _fingerprint(con, f"SELECT * FROM {t} WHERE {day_col} = DATE '{d.isoformat()}'", columns[t])
             if live["rows"]:
-                export_days(con, t, day_col, columns[t], [d.isoformat()], staging / t)
-                written = _fingerprint(con, _parquet_sql(staging, t, day_col, d), columns[t])
-                if written != live:
-                    raise UserError(f"archive of {d}: {t} in {staging / t} does not match the warehouse "
-                                    f"({written} against {live}); nothing was archived")
+                _write_day(con, cfg, manifest, t, day_col, columns[t], d, live, staging)
             prints[t] = {**live, "columns": [c for c, _ty in columns[t]]}
         for t, day_col in ARCHIVED.items():
             src, dest = staging / t / f"{day_col}={d.isoformat()}", root / t / f"{day_col}={d.isoformat()}"
@@ -219,6 +216,43 @@ def archive_day(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> dict:
             con.execute(f"DELETE FROM {t} WHERE {day_col} = ?", [d])
     return {"business_date": d, "rows": rows, "archive_dir": str(root),
             "tables": {t: p["rows"] for t, p in prints.items()}}
+
+
+def _write_day(con: duckdb.DuckDBPyConnection, cfg: Config, manifest: dict, t: str, day_col: str,
+               columns: list[list[str]], d: date, live: dict, staging: Path) -> None:
+    """Day ``d`` of table ``t`` as Parquet under ``staging``, checked row by row against ``live``.
+
+    The published snapshot usually holds the very same partition (same layout, same columns, same day
+    fingerprint): its files are linked (or copied) instead of exported again, which is most of an archive's
+    cost. Whatever the source, the files must read back to the warehouse's rows, count, sum and hash.
+    """
+    part = manifest.get("partitions", {}).get(t, {})
+    published = Path(cfg.snapshot_path) / PARQUET_DIR / t / f"{day_col}={d.isoformat()}"
+    reuse = (manifest.get("layout") == LAYOUT and part.get("columns") == columns and published.is_dir()
+             and part.get("days", {}).get(d.isoformat()) == [live["rows"], live["amount"]])
+    for source in (["snapshot"] if reuse else []) + ["warehouse"]:
+        shutil.rmtree(staging / t, ignore_errors=True)
+        if source == "snapshot":
+            _link_tree(published, staging / t / published.name)
+        else:
+            export_days(con, t, day_col, columns, [d.isoformat()], staging / t)
+        written = _fingerprint(con, _parquet_sql(staging, t, day_col, d), columns)
+        if written == live:
+            return
+    raise UserError(f"archive of {d}: {t} in {staging / t} does not match the warehouse ({written} against "
+                    f"{live}); nothing was archived")
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Hard links of ``src``'s Parquet files under ``dest`` (copies across file systems). The snapshot
+    replaces its files by renaming new ones into place, never by writing into them, so a link stays intact."""
+    for f in sorted(src.rglob("*.parquet")):
+        target = dest / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
 
 
 # ----------------------------------------------------------------------------- restore

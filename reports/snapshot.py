@@ -122,7 +122,7 @@ def publish_snapshot(cfg: Any, business_date: date, *, con: duckdb.DuckDBPyConne
     tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
     tmp = snap_dir / f".{SNAPSHOT_DB}.{tag}.tmp"
     staging = snap_dir / f".{PARQUET_DIR}.{tag}.tmp"
-    old = _read_manifest(snap_dir)
+    old = read_manifest(snap_dir)
     old_parts: dict[str, Any] = {} if full or old.get("layout") != LAYOUT else old.get("partitions", {})
     own = con is None
     if own:
@@ -325,7 +325,7 @@ def _write_manifest(snap_dir: Path, manifest: dict, tag: str) -> None:
     os.replace(tmp, snap_dir / MANIFEST)
 
 
-def _read_manifest(snap_dir: Path) -> dict:
+def read_manifest(snap_dir: Path) -> dict:
     try:
         return json.loads((snap_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -283,3 +283,28 @@ def test_a_column_added_after_archiving_reads_as_null_in_the_snapshot_and_on_res
     assert main(["archive", "restore", "--config", str(cfg.config_path), "--date", str(days[0])]) == 0
     assert _rows(cfg, "SELECT count(*), min(later_note) FROM settlement_items WHERE trade_date = ?",
                  [days[0]]) == [(count, "added later")]
+
+
+def test_the_snapshot_files_of_the_day_are_reused_when_they_read_back_the_same(worlds, tmp_path):
+    """The published snapshot already holds the day's partitions: they are linked into the archive, not exported
+    again, but only once they read back to the warehouse's rows; a table with a snapshot file that does not is
+    exported from the warehouse instead."""
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+    publish_snapshot(cfg, days[3])
+    published = {t: cfg.snapshot_path / "parquet" / t / f"{c}={days[0]}" for t, c in archive.ARCHIVED.items()}
+    tampered = next(published["platform_orders"].rglob("*.parquet"))      # 10 rows left, the manifest unchanged
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM read_parquet('{tampered}') LIMIT 10) TO '{tampered}.tmp' (FORMAT parquet)")
+    con.close()
+    tampered.with_name(tampered.name + ".tmp").replace(tampered)
+    before = {t: _rows(cfg, f"SELECT * FROM {t} WHERE {c} = ?", [days[0]]) for t, c in archive.ARCHIVED.items()}
+    _move(cfg, days[4])
+    linked = {t: sorted(f.stat().st_ino == (cfg.archive_path / t / f.relative_to(published[t].parent)).stat().st_ino
+                        for f in published[t].rglob("*.parquet")) for t in archive.ARCHIVED}
+    assert linked.pop("platform_orders") == [False, False, False]
+    assert linked.pop("bank_statement_lines") == []                        # no rows that day
+    assert all(v and all(v) for v in linked.values()), linked
+    assert main(["archive", "restore", "--config", str(cfg.config_path), "--date", str(days[0])]) == 0
+    for t, c in archive.ARCHIVED.items():
+        assert _rows(cfg, f"SELECT * FROM {t} WHERE {c} = ?", [days[0]]) == before[t], t
