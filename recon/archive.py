@@ -3,8 +3,9 @@
 At ten million orders a day the warehouse grows by about 1.3 GB a night, and the snapshot's search for
 changed days reads every day the warehouse keeps. A night reads nothing of an old, closed day, so such a
 day can leave: ``recon archive move`` writes its rows of the big per-day tables (:data:`ARCHIVED`) to
-``<archive_dir>/<table>/<day column>=YYYY-MM-DD/channel=NAME/data_0.parquet`` (the snapshot's layout),
-checks the files against the warehouse row by row (count, ``sum(amount)`` and a hash of every row), then
+``<archive_dir>/<table>/<day column>=YYYY-MM-DD/channel=NAME/data_0.parquet`` (the snapshot's layout; the
+snapshot's own files of the day are linked when they hold the same rows), checks the files against the
+warehouse row by row (count, ``sum(amount)`` and a hash of every row), then
 deletes the rows and records the day in ``archived_days``, in one transaction per day. Runs, loaded files,
 quarantine, breaks (with their audit, members and row copies), settlement batches, lines, reserves and
 holds stay. The analyst snapshot keeps showing archived days (its partitions come from the archive).
