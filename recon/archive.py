@@ -145,7 +145,8 @@ def _oldest_waiting(con: duckdb.DuckDBPyConnection) -> date | None:
 
 
 def refuse_if_archived(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> None:
-    """A run of ``d`` reads the days before it back to :attr:`Config.days_read_back`: none may be archived."""
+    """A run of ``d`` reads the days from :attr:`Config.days_read_back` before it on (the guard reads every
+    settled item from there, later days' too): none may be archived."""
     back = cfg.days_read_back
     hit = con.execute("SELECT max(business_date) FROM archived_days WHERE business_date >= ?",
                       [d - timedelta(days=back)]).fetchone()[0]
@@ -153,9 +154,9 @@ def refuse_if_archived(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> 
         return
     if hit == d:
         raise UserError(f"business date {d} is archived: restore it first (`recon archive restore --date {d}`)")
-    raise UserError(f"business date {d} cannot be run: archived day {hit} lies within the {back} day(s) its run "
-                    "reads back (the guard against paying twice, settlement.duplicate_lookback_days, and the "
-                    "channels' settlement_lag_days); restore it first "
+    raise UserError(f"business date {d} cannot be run: its run reads the days from {d - timedelta(days=back)} on "
+                    "(the guard against paying twice, settlement.duplicate_lookback_days, and the channels' "
+                    f"settlement_lag_days), and {hit} is archived; restore it first "
                     f"(`recon archive restore --date {hit}`)")
 
 
