@@ -205,8 +205,14 @@ def test_the_snapshot_keeps_showing_archived_days(worlds, tmp_path):
             for t, col in archive.ARCHIVED.items():
                 got = sorted(snap.execute(sql.format(t=t, c=col), [days[0]]).fetchall(), key=repr)
                 assert got == before[t] and (got or t == "bank_statement_lines"), t
+            summary = ("SELECT bool_and(archived), sum(channel_transactions) FROM v_daily_summary "
+                       "WHERE business_date = ?")
+            assert snap.execute(summary, [days[0]]).fetchone() == (True, len(before["channel_transactions"]))
         finally:
             snap.close()
+    assert _rows(cfg, summary, [days[0]]) == [(True, 0)]           # the live warehouse: counted out, and says so
+    assert _rows(cfg, summary, [days[1]]) == [(False, len(_rows(cfg, sql.format(t="channel_transactions",
+                                                                                 c="business_date"), [days[1]])))]
 
 
 def test_a_file_that_does_not_read_back_the_same_archives_nothing(worlds, tmp_path, monkeypatch):
