@@ -293,7 +293,8 @@ class Settlement(_Model):
 class Archive(_Model):
     # `recon archive move` moves a business day out of the warehouse only when it is this many days or more
     # before the latest reconciled day (and closed: docs/warehouse.md#archived-days). At least
-    # settlement.duplicate_lookback_days (the default): the guard against paying twice reads that window.
+    # settlement.duplicate_lookback_days: the guard against paying twice reads that window. Unset, or below the
+    # channels' settlement_lag_days: the days a run reads back (Config.days_read_back).
     keep_days: int | None = None
     # True: the nightly DAG ends with an `archive` task (`recon archive move` after the snapshot is published).
     nightly: bool = False
