@@ -263,6 +263,11 @@ def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
     assert "discrepancy report: " in out and f"settlement reports: none; {days[0]} is archived" in out
     assert main(["archive", "restore", "--config", conf, "--date", str(days[1])]) == 1
     assert f"business date {days[1]} is not archived" in capsys.readouterr().err
+    con = connect(cfg.warehouse)                     # a warehouse of the previous release, not migrated yet
+    con.execute("DELETE FROM schema_version WHERE version = 7")
+    con.close()
+    assert main(["archive", "plan", "--config", conf]) == 1
+    assert "has schema version 6, this code 7: the next run" in capsys.readouterr().err
 
 
 def main(argv: list[str]) -> int:

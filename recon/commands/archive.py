@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from recon.commands.run import parse_date
 from recon.config import load_config
-from recon.warehouse import connect
+from recon.errors import UserError
+from recon.warehouse import SCHEMA_VERSION, connect, current_version
 
 
 def add_parser(sub) -> None:
@@ -37,6 +38,9 @@ def cmd_plan(args) -> int:
     cfg = load_config(args.config)
     con = connect(cfg.warehouse, read_only=True)
     try:
+        if current_version(con) < SCHEMA_VERSION:        # read-only: not migrated yet, no archived_days table
+            raise UserError(f"warehouse {cfg.warehouse} has schema version {current_version(con)}, this code "
+                            f"{SCHEMA_VERSION}: the next run (or `recon archive move`) migrates it first")
         states = plan(con, cfg, args.before)
         archived = con.execute("SELECT business_date, row_count, archive_dir FROM archived_days ORDER BY 1").fetchall()
     finally:
