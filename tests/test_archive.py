@@ -120,11 +120,17 @@ def test_the_plan_says_why_each_day_stays(worlds, tmp_path):
     assert f"within 1 day(s) of the latest reconciled day {days[3]}" in " | ".join(plan[days[2]])
     assert f"a transaction of {days[0]} still waits for settlement" in " | ".join(plan[days[1]])
 
-    plan = _plan(_copy(worlds, "closed", tmp_path / "c"), days[4])
+    closed = _copy(worlds, "closed", tmp_path / "c")
+    plan = _plan(closed, days[4])
     assert plan[days[0]] == ()
     assert plan[days[1]] == (f"a transaction of {days[2]} still waits for settlement, and its guard against "
                              f"paying twice reads the settled items back to {days[1]}",)
     assert plan[days[2]] and plan[days[3]]
+    con = connect(closed.warehouse)                  # a later rerun of day 1 that failed (and rolled back)
+    con.execute("INSERT INTO runs (run_id, business_date, started_at, status) VALUES ('r-failed', ?, now(), "
+                "'failed')", [days[0]])
+    con.close()
+    assert _plan(closed, days[4])[days[0]] == ("its last run r-failed is failed",)
 
 
 def test_archiving_a_closed_day_changes_nothing_the_next_nights_compute(worlds, tmp_path):
