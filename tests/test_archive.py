@@ -15,7 +15,7 @@ from recon import archive, cli
 from recon.config import load_config
 from recon.errors import UserError
 from recon.generate import generate_world
-from recon.pipeline import run_day
+from recon.pipeline import load_day, run_day
 from recon.resolution import resolve
 from recon.warehouse import connect
 from reports.excel import write_settlement_report
@@ -178,6 +178,8 @@ def test_runs_and_statements_that_need_an_archived_day_are_refused(worlds, tmp_p
         run_day(cfg, days[0], report=False)
     with pytest.raises(UserError, match=f"its run reads the days from {days[0]} on .*, and {days[0]} is archived"):
         run_day(cfg, days[1], report=False)
+    with pytest.raises(UserError, match=f"business date {days[0]} is archived"):
+        load_day(cfg, days[0])                       # the split path's first step (and the DAG's `load` task)
     assert _rows(cfg, "SELECT count(*) FROM runs WHERE business_date <= ? AND status <> 'succeeded'",
                  [days[1]]) == [(0,)]
     batch = _rows(cfg, "SELECT batch_ids[1] FROM archived_days")[0][0]
