@@ -41,14 +41,12 @@ import duckdb
 from recon.config import Config
 from recon.errors import UserError
 from recon.warehouse import transaction
-from reports.snapshot import LAYOUT, PARQUET_DIR, PARTITIONED, export_days, read_manifest
+from reports.snapshot import LAYOUT, PARQUET_DIR, PARTITIONED, export_days, read_manifest, table_columns
+from settlement.engine import key_join
 
 #: The big per-day tables whose rows an archived day moves out: table -> its day column. The snapshot's
 #: partitioned tables, but for the batch-break members (they belong to breaks, which stay).
 ARCHIVED: dict[str, str] = {t: c for t, c in PARTITIONED.items() if t != "discrepancy_members"}
-
-_KEY = ("{a}.channel = {b}.channel AND {a}.txn_type = {b}.txn_type AND {a}.order_no = {b}.order_no "
-        "AND coalesce({a}.refund_no, '') = coalesce({b}.refund_no, '')")
 
 
 @dataclass(frozen=True)
@@ -118,14 +116,14 @@ def _unsettled(con: duckdb.DuckDBPyConnection, days: list[date], lookback: int) 
         SELECT m.business_date, m.channel, m.txn_type, m.order_no, m.refund_no FROM matched_transactions m
         ANTI JOIN (SELECT * FROM settlement_items
                    WHERE item_kind = 'transaction' AND trade_date IN (SELECT unnest($days::DATE[]))) i
-          ON i.trade_date = m.business_date AND {_KEY.format(a='m', b='i')}
+          ON i.trade_date = m.business_date AND {key_join('m', 'i')}
         WHERE m.business_date IN (SELECT unnest($days::DATE[]))""", {"days": days})
     try:
         return con.execute(f"""
             SELECT u.business_date, count(*) FROM _archive_unsettled u
             ANTI JOIN (SELECT * FROM settlement_items WHERE item_kind = 'transaction' AND trade_date >= $lo
                          AND order_no IN (SELECT order_no FROM _archive_unsettled)) i
-              ON {_KEY.format(a='u', b='i')}
+              ON {key_join('u', 'i')}
             GROUP BY 1 ORDER BY 1""", {"lo": min(days) - timedelta(days=lookback)}).fetchall()
     finally:
         con.execute("DROP TABLE _archive_unsettled")
@@ -138,10 +136,10 @@ def _oldest_waiting(con: duckdb.DuckDBPyConnection) -> date | None:
         WITH held_dates AS (SELECT DISTINCT trade_date FROM settlement_holds)
         SELECT min(h.trade_date) FROM settlement_holds h
         SEMI JOIN (SELECT * FROM matched_transactions WHERE business_date IN (FROM held_dates)) m
-          ON m.business_date = h.trade_date AND {_KEY.format(a='h', b='m')}
+          ON m.business_date = h.trade_date AND {key_join('h', 'm')}
         ANTI JOIN (SELECT * FROM settlement_items WHERE item_kind = 'transaction'
                    AND trade_date IN (FROM held_dates)) i
-          ON i.trade_date = h.trade_date AND {_KEY.format(a='h', b='i')}""").fetchone()[0]
+          ON i.trade_date = h.trade_date AND {key_join('h', 'i')}""").fetchone()[0]
 
 
 def refuse_if_archived(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> None:
@@ -187,7 +185,7 @@ def archive_day(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> dict:
     root = Path(cfg.archive_path).resolve()
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{d.isoformat()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    columns = table_columns(con)
+    columns = table_columns(con, con.execute('SELECT current_database()').fetchone()[0])
     manifest = read_manifest(Path(cfg.snapshot_path))
     prints: dict[str, dict] = {}
     try:
@@ -264,7 +262,7 @@ def restore_day(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> dict:
     if rec is None:
         raise UserError(f"business date {d} is not archived")
     root, prints = Path(rec[0]), json.loads(rec[1])
-    columns = table_columns(con)
+    columns = table_columns(con, con.execute('SELECT current_database()').fetchone()[0])
     with transaction(con):
         for t, day_col in ARCHIVED.items():
             want = prints.get(t, {"rows": 0})
@@ -287,18 +285,6 @@ def restore_day(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> dict:
 
 
 # ----------------------------------------------------------------------------- helpers
-def table_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[list[str]]]:
-    """The archived tables' [[column, type], ...] in table order."""
-    out: dict[str, list[list[str]]] = {}
-    for t, c, ty in con.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_catalog = current_database() AND table_schema = 'main' "
-            "AND table_name IN (SELECT unnest(?::VARCHAR[])) ORDER BY table_name, ordinal_position",
-            [list(ARCHIVED)]).fetchall():
-        out.setdefault(t, []).append([c, ty])
-    return out
-
-
 def _parquet_sql(root: Path, table: str, day_col: str, d: date) -> str:
     glob = str(root / table / f"{day_col}={d.isoformat()}" / "*" / "*.parquet").replace("'", "''")
     return (f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "

@@ -140,7 +140,7 @@ def publish_snapshot(cfg: Any, business_date: date, *, con: duckdb.DuckDBPyConne
         attached = True
         cur.execute("BEGIN TRANSACTION")
         # One transaction: the small tables, the fingerprints and the Parquet files read the same state.
-        columns = _columns(cur, src)
+        columns = table_columns(cur, src)
         whole = [t for t in columns if t not in PARTITIONED]
         for t in whole:
             cur.execute(f"CREATE TABLE {alias}.main.{_ident(t)} AS SELECT * FROM {_ident(t)}")
@@ -244,7 +244,7 @@ def publish_snapshot(cfg: Any, business_date: date, *, con: duckdb.DuckDBPyConne
     return final
 
 
-def _columns(cur: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[list[str]]]:
+def table_columns(cur: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[list[str]]]:
     """Base tables of the warehouse's main schema -> [[column, type], ...] in table order."""
     out: dict[str, list[list[str]]] = {}
     for t, c, ty in cur.execute(

@@ -178,7 +178,8 @@ _KEYJOIN = ("{a}.channel = {b}.channel AND {a}.txn_type = {b}.txn_type AND {a}.o
             "AND coalesce({a}.refund_no, '') = coalesce({b}.refund_no, '')")
 
 
-def _keyjoin(a: str, b: str) -> str:
+def key_join(a: str, b: str) -> str:
+    """The join of two settlement-item-shaped relations on one transaction (channel, type, order, refund)."""
     return _KEYJOIN.format(a=a, b=b)
 
 
@@ -221,7 +222,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
               AND NOT EXISTS (
                 SELECT 1 FROM (SELECT * FROM matched_transactions WHERE business_date = $T {_DEDUP}) c
                 JOIN _stl_merchants m ON m.merchant_id = c.merchant_id
-                WHERE {_keyjoin('c', 'i')} AND c.merchant_id = i.merchant_id AND c.currency = i.currency
+                WHERE {key_join('c', 'i')} AND c.merchant_id = i.merchant_id AND c.currency = i.currency
                   AND c.amount = i.amount AND {_fee_sql('c', 'm')} = i.fee)""", {"T": T})
 
     # 2. Candidates: trade date T, plus earlier transactions an earlier run held (or this run released).
@@ -232,7 +233,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
         earlier = f"""
             UNION ALL BY NAME
             SELECT mt.* FROM matched_transactions mt
-            SEMI JOIN _stl_prev h ON mt.business_date = h.trade_date AND {_keyjoin('mt', 'h')}
+            SEMI JOIN _stl_prev h ON mt.business_date = h.trade_date AND {key_join('mt', 'h')}
             WHERE mt.business_date IN ({dates})"""
     # The guard against paying twice reads the items of this window (recon.config.Settlement).
     oldest = min([T, *held_dates]) - timedelta(days=cfg.settlement.duplicate_lookback_days)
@@ -254,7 +255,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
             SELECT * FROM src
             ANTI JOIN (SELECT channel, txn_type, order_no, refund_no FROM settlement_items
                        WHERE item_kind = 'transaction' AND trade_date >= $oldest) i
-              ON {_keyjoin('src', 'i')}
+              ON {key_join('src', 'i')}
         ),
         block AS (
             SELECT channel, order_no, string_agg(discrepancy_id, ',' ORDER BY discrepancy_id) AS ids
@@ -311,7 +312,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
             DELETE FROM settlement_holds h
             WHERE h.trade_date < $T AND h.run_date <> $T AND EXISTS (
                 SELECT 1 FROM _stl_cand c
-                WHERE c.hold_reason IS NULL AND c.trade_date < $T AND {_keyjoin('c', 'h')})""", {"T": T})
+                WHERE c.hold_reason IS NULL AND c.trade_date < $T AND {key_join('c', 'h')})""", {"T": T})
     for ccy, n, amt in con.execute(
             "SELECT currency, count(*), sum(amount) FROM _stl_cand WHERE hold_reason IS NOT NULL "
             "GROUP BY currency ORDER BY currency").fetchall():
@@ -357,7 +358,7 @@ def _adjust(con: duckdb.DuckDBPyConnection, T: date) -> int:
         paid AS (
             SELECT p.channel, p.txn_type, p.order_no, p.refund_no, p.merchant_id, p.currency,
                    sum(p.amount) AS amount, sum(p.fee) AS fee, sum(p.net) AS net
-            FROM paid_items p SEMI JOIN locked_keys k ON {_keyjoin('p', 'k')}
+            FROM paid_items p SEMI JOIN locked_keys k ON {key_join('p', 'k')}
             GROUP BY ALL
         ),
         cur AS (
@@ -365,7 +366,7 @@ def _adjust(con: duckdb.DuckDBPyConnection, T: date) -> int:
                    {_fee_sql('c', 'm')} AS fee, c.match_key, c.event_time
             FROM (SELECT * FROM matched_transactions WHERE business_date = $T {_DEDUP}) c
             JOIN _stl_merchants m ON m.merchant_id = c.merchant_id
-            SEMI JOIN locked_keys k ON {_keyjoin('c', 'k')}
+            SEMI JOIN locked_keys k ON {key_join('c', 'k')}
         ),
         diff AS (
             SELECT coalesce(c.channel, p.channel) AS channel, coalesce(c.txn_type, p.txn_type) AS txn_type,
@@ -381,7 +382,7 @@ def _adjust(con: duckdb.DuckDBPyConnection, T: date) -> int:
                         WHEN p.order_no IS NULL THEN 'correction: now matched to this merchant/currency'
                         ELSE 'correction: amount or fee changed' END AS note
             FROM cur c FULL OUTER JOIN paid p
-              ON {_keyjoin('c', 'p')} AND c.merchant_id = p.merchant_id AND c.currency = p.currency
+              ON {key_join('c', 'p')} AND c.merchant_id = p.merchant_id AND c.currency = p.currency
         )
         SELECT m.batch_id, d.merchant_id, d.currency, $T, d.channel, d.txn_type, d.order_no, d.refund_no,
                d.amount, d.fee, d.net, 'adjustment', $T, d.match_key, d.event_time, d.note
