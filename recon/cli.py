@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "recon.commands.check_file",
     "recon.commands.buckets",
     "recon.commands.archive",
+    "recon.commands.compact",
 ]
 
 

@@ -264,6 +264,7 @@ def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
     assert main(["archive", "move", "--config", conf, "--before", str(days[4])]) == 0
     out = capsys.readouterr().out
     assert f"{days[0]}: " in out and "1 day(s) archived" in out and "3 day(s) kept" in out
+    assert "warehouse file: " in out and "free (" in out
     assert main(["archive", "plan", "--config", conf, "--before", str(days[1])]) == 0
     assert f"{days[0]}  archived (" in capsys.readouterr().out
     assert main(["report", "--config", conf, "--date", str(days[0]), "--out", str(tmp_path / "r")]) == 0
@@ -327,3 +328,125 @@ def test_the_snapshot_files_of_the_day_are_reused_when_they_read_back_the_same(w
     assert main(["archive", "restore", "--config", str(cfg.config_path), "--date", str(days[0])]) == 0
     for t, c in archive.ARCHIVED.items():
         assert _rows(cfg, f"SELECT * FROM {t} WHERE {c} = ?", [days[0]]) == before[t], t
+
+
+# ------------------------------------------------------------------ compacting the warehouse file
+def _table_fingerprints(cfg) -> dict[str, tuple]:
+    """Every table's rows (count and a hash of every row) and the resolution ids' sequence position."""
+    con = connect(cfg.warehouse, read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                                            "current_database() ORDER BY 1").fetchall()]
+        out = {t: con.execute(f'SELECT count(*), sum(hash(x)::HUGEINT) FROM "{t}" x').fetchone() for t in tables}
+        out["<sequences>"] = tuple(con.execute("SELECT sequence_name, last_value FROM duckdb_sequences() "
+                                               "WHERE database_name = current_database() ORDER BY 1").fetchall())
+        return out
+    finally:
+        con.close()
+
+
+def _archived_and_fragmented(worlds, dest: Path):
+    """The closed world with day 1 archived and days 3-4 rerun: deleted rows left free blocks behind."""
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", dest)
+    _move(cfg, days[4])
+    for d in days[2:4]:
+        run_day(cfg, d, report=False)
+    return cfg
+
+
+def test_compact_gives_the_free_space_back_and_keeps_every_row(worlds, tmp_path, capsys):
+    from recon.compact import space
+
+    days = _days(worlds["closed"])
+    cfg = _archived_and_fragmented(worlds, tmp_path / "c")
+    kept = _archived_and_fragmented(worlds, tmp_path / "k")
+    before, rows = space(cfg.warehouse), _table_fingerprints(cfg)
+    assert before.free_blocks > 0
+    conf = str(cfg.config_path)
+    assert main(["compact", "--config", conf, "--dry-run"]) == 0
+    assert f"{before.free_share:.0%} free" in capsys.readouterr().out
+    assert main(["compact", "--config", conf, "--keep-old"]) == 0
+    out = capsys.readouterr().out
+    assert "copied and checked" in out and "done in" in out, out
+    after = space(cfg.warehouse)
+    assert after.free_blocks == 0 and after.file_bytes < before.file_bytes
+    assert _table_fingerprints(cfg) == rows
+    backup = cfg.warehouse.with_name(cfg.warehouse.name + ".before-compact")
+    assert backup.stat().st_size == before.file_bytes
+    leftovers = sorted(p.name for p in cfg.warehouse.parent.iterdir() if p.name.startswith(cfg.warehouse.name))
+    assert leftovers == sorted([cfg.warehouse.name, backup.name])          # no .wal, no .compacting
+    # the compacted warehouse carries on exactly like the one that was not compacted, resolution ids included
+    for c in (cfg, kept):
+        con = connect(c.warehouse)
+        (open_break,) = con.execute("SELECT min(discrepancy_id) FROM discrepancies WHERE status = 'open'").fetchone()
+        resolve(con, open_break, by="finance", note="after compacting", action="write_off", today=days[4])
+        con.close()
+        run_day(c, days[4], report=False)
+    for table, sql in {**COMPARED, "discrepancy_resolutions":
+                       "SELECT * EXCLUDE (recorded_at) FROM discrepancy_resolutions"}.items():
+        assert _rows(cfg, sql, root=tmp_path / "c") == _rows(kept, sql, root=tmp_path / "k"), table
+
+
+def test_compact_does_nothing_below_the_free_share_asked_for(worlds, tmp_path, capsys):
+    cfg = _archived_and_fragmented(worlds, tmp_path / "c")
+    inode = cfg.warehouse.stat().st_ino
+    assert main(["compact", "--config", str(cfg.config_path), "--min-free", "0.99"]) == 0
+    assert "not compacted: less than 99% is free" in capsys.readouterr().out
+    assert cfg.warehouse.stat().st_ino == inode
+    with pytest.raises(SystemExit, match="2"):
+        main(["compact", "--config", str(cfg.config_path), "--min-free", "1.5"])
+    assert "a share from 0 to below 1" in capsys.readouterr().err
+
+
+def test_a_copy_that_differs_leaves_the_warehouse_as_it_was(worlds, tmp_path, monkeypatch):
+    from recon import compact
+    from recon.warehouse import WarehouseError
+
+    cfg = _archived_and_fragmented(worlds, tmp_path / "c")
+    inode, rows = cfg.warehouse.stat().st_ino, _table_fingerprints(cfg)
+    real_verify = compact._verify
+
+    def verify_a_damaged_copy(con, name):
+        con.execute(f"DELETE FROM {compact.COPY_ALIAS}.main.channel_transactions WHERE rowid = "
+                    f"(SELECT min(rowid) FROM {compact.COPY_ALIAS}.main.channel_transactions)")
+        return real_verify(con, name)
+
+    monkeypatch.setattr(compact, "_verify", verify_a_damaged_copy)
+    with pytest.raises(WarehouseError, match="compacted copy of table channel_transactions differs"):
+        compact.compact(cfg.warehouse)
+    assert cfg.warehouse.stat().st_ino == inode and _table_fingerprints(cfg) == rows
+    assert sorted(p.name for p in cfg.warehouse.parent.iterdir() if p.name.startswith(cfg.warehouse.name)) \
+        == [cfg.warehouse.name]
+
+
+def test_a_copy_that_does_not_open_is_swapped_back(worlds, tmp_path, monkeypatch):
+    from recon import compact
+    from recon.warehouse import WarehouseError
+
+    cfg = _archived_and_fragmented(worlds, tmp_path / "c")
+    inode, rows = cfg.warehouse.stat().st_ino, _table_fingerprints(cfg)
+    monkeypatch.setattr(compact, "current_version", lambda con: 0)
+    with pytest.raises(WarehouseError, match="has schema version 0"):
+        compact.compact(cfg.warehouse)
+    assert cfg.warehouse.stat().st_ino == inode and _table_fingerprints(cfg) == rows
+    assert sorted(p.name for p in cfg.warehouse.parent.iterdir() if p.name.startswith(cfg.warehouse.name)) \
+        == [cfg.warehouse.name]
+
+
+def test_compact_is_refused_while_another_process_holds_the_warehouse(worlds, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    cfg = _copy(worlds, "closed", tmp_path / "c")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', "
+         "flush=True); time.sleep(60)", str(cfg.warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert main(["compact", "--config", str(cfg.config_path)]) == 1
+        assert f"cannot open warehouse {cfg.warehouse}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not cfg.warehouse.with_name(cfg.warehouse.name + ".compacting").exists()

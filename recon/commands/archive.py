@@ -59,15 +59,20 @@ def cmd_plan(args) -> int:
 
 def cmd_move(args) -> int:
     from recon.archive import move
+    from recon.compact import file_space
 
     cfg = load_config(args.config)
     con = connect(cfg.warehouse)
     try:
         moved, kept = move(con, cfg, args.before, progress=print)
+        con.execute("CHECKPOINT")
+        room = file_space(con, cfg.warehouse)
     finally:
         con.close()
     _print_kept(kept)
     print(f"{len(moved)} day(s) archived, {sum(m['rows'] for m in moved):,} rows; {len(kept)} day(s) kept")
+    print(f"warehouse file: {room.describe()}" + (
+        "; later runs reuse the free part, `recon compact` gives it back to the disk" if room.free_blocks else ""))
     return 0
 
 
