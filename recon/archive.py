@@ -255,6 +255,42 @@ def _link_tree(src: Path, dest: Path) -> None:
             shutil.copy2(f, target)
 
 
+@dataclass(frozen=True)
+class StrayFolder:
+    """A folder under ``archive_dir`` that no ``archived_days`` record names."""
+
+    path: Path
+    rows_in_warehouse: bool     # the warehouse still holds the rows: the folder is a spare copy
+
+    def describe(self) -> str:
+        if self.rows_in_warehouse:
+            return f"{self.path}: no record names it, and the warehouse still holds its rows; safe to delete"
+        return (f"{self.path}: no record names it, and the warehouse does NOT hold its rows; keep it and find out "
+                "why (a warehouse restored from a backup older than the archive?)")
+
+
+def stray_folders(con: duckdb.DuckDBPyConnection, cfg: Config) -> list[StrayFolder]:
+    """Folders an archive attempt left when it died between its files and its transaction (a day's table
+    folder renamed into place, or a staging folder of a killed process). Listed, never deleted here: only a
+    look at the warehouse tells a spare copy from the only one."""
+    root = Path(cfg.archive_path).resolve()
+    if not root.is_dir():
+        return []
+    out = [StrayFolder(p, True) for p in sorted(root.glob(".staging-*")) if p.is_dir()]
+    archived = {r[0].isoformat() for r in con.execute("SELECT business_date FROM archived_days").fetchall()}
+    for t, day_col in ARCHIVED.items():
+        for folder in sorted((root / t).glob(f"{day_col}=*")):
+            day = folder.name.split("=", 1)[1]
+            if day in archived:
+                continue
+            try:
+                held = con.execute(f"SELECT count(*) > 0 FROM {t} WHERE {day_col} = ?::DATE", [day]).fetchone()[0]
+            except duckdb.ConversionException:
+                held = False
+            out.append(StrayFolder(folder, bool(held)))
+    return out
+
+
 # ----------------------------------------------------------------------------- restore
 def restore_day(con: duckdb.DuckDBPyConnection, cfg: Config, d: date) -> dict:
     """Bring archived day ``d`` back into the warehouse (checked against its fingerprints), in one transaction."""

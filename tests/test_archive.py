@@ -450,3 +450,33 @@ def test_compact_is_refused_while_another_process_holds_the_warehouse(worlds, tm
         holder.kill()
         holder.wait()
     assert not cfg.warehouse.with_name(cfg.warehouse.name + ".compacting").exists()
+
+
+def test_the_plan_lists_what_an_unfinished_archive_attempt_left(worlds, tmp_path, capsys, monkeypatch):
+    days = _days(worlds["closed"])
+    cfg = _copy(worlds, "closed", tmp_path / "w")
+
+    def dies(_con):
+        raise KeyboardInterrupt("killed between the files and the transaction")
+
+    monkeypatch.setattr(archive, "transaction", dies)
+    with pytest.raises(KeyboardInterrupt):
+        _move(cfg, days[4])
+    monkeypatch.undo()
+    (cfg.archive_path / ".staging-2026-06-01-1-deadbeef" / "channel_transactions").mkdir(parents=True)
+    conf = str(cfg.config_path)
+    assert main(["archive", "plan", "--config", conf, "--before", str(days[4])]) == 0
+    out = capsys.readouterr().out
+    folder = cfg.archive_path.resolve() / "channel_transactions" / f"business_date={days[0]}"
+    assert f"{folder}: no record names it, and the warehouse still holds its rows; safe to delete" in out
+    assert ".staging-2026-06-01-1-deadbeef: no record names it" in out
+    assert f"{days[0]}  closed" in out                  # the day itself is still in the warehouse
+    con = connect(cfg.warehouse)                        # as if the warehouse came back from an older backup
+    con.execute("DELETE FROM channel_transactions WHERE business_date = ?", [days[0]])
+    con.close()
+    assert main(["archive", "plan", "--config", conf, "--before", str(days[4])]) == 0
+    assert f"{folder}: no record names it, and the warehouse does NOT hold its rows" in capsys.readouterr().out
+    _move(cfg, days[4])                                 # the next attempt replaces the files and records the day
+    assert main(["archive", "plan", "--config", conf, "--before", str(days[4])]) == 0
+    out = capsys.readouterr().out
+    assert f"{folder}:" not in out and f"{days[0]}  archived (" in out

@@ -33,7 +33,7 @@ def _print_kept(kept) -> None:
 
 
 def cmd_plan(args) -> int:
-    from recon.archive import plan
+    from recon.archive import plan, stray_folders
 
     cfg = load_config(args.config)
     con = connect(cfg.warehouse, read_only=True)
@@ -43,6 +43,7 @@ def cmd_plan(args) -> int:
                             f"{SCHEMA_VERSION}: the next run (or `recon archive move`) migrates it first")
         states = plan(con, cfg, args.before)
         archived = con.execute("SELECT business_date, row_count, archive_dir FROM archived_days ORDER BY 1").fetchall()
+        strays = stray_folders(con, cfg)
     finally:
         con.close()
     for d, rows, folder in archived:
@@ -54,6 +55,8 @@ def cmd_plan(args) -> int:
     if not states:
         print("no day in the warehouse lies before "
               + (str(args.before) if args.before else f"the age limit (archive.keep_days = {cfg.archive_keep_days})"))
+    for stray in strays:
+        print("left by an archive attempt that did not finish: " + stray.describe())
     return 0
 
 
