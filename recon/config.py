@@ -298,12 +298,22 @@ class Archive(_Model):
     keep_days: int | None = None
     # True: the nightly DAG ends with an `archive` task (`recon archive move` after the snapshot is published).
     nightly: bool = False
+    # With `nightly`: when at least this share of the warehouse file is free after the move (e.g. 0.5), the
+    # task also rewrites the file without it (`recon compact`; docs/warehouse.md). Unset: never.
+    compact_min_free: float | None = None
 
     @field_validator("keep_days")
     @classmethod
     def _keep(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError("expected at least 1 day")
+        return v
+
+    @field_validator("compact_min_free")
+    @classmethod
+    def _share(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v < 1:
+            raise ValueError("expected a share above 0 and below 1, e.g. 0.5")
         return v
 
 

@@ -361,8 +361,17 @@ def archive() -> dict:
             con.close()
         for st in kept:
             log.info("archive: %s stays: %s", st.business_date, "; ".join(st.blockers))
-        return {"archived": [str(m["business_date"]) for m in moved], "rows": sum(m["rows"] for m in moved),
-                "kept": [str(st.business_date) for st in kept]}
+        out = {"archived": [str(m["business_date"]) for m in moved], "rows": sum(m["rows"] for m in moved),
+               "kept": [str(st.business_date) for st in kept], "compacted": False}
+        if cfg.archive.compact_min_free is not None:
+            from recon.compact import compact
+
+            done = compact(cfg.warehouse, min_free_share=cfg.archive.compact_min_free,
+                           memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads,
+                           progress=lambda m: log.info("compact: %s", m))
+            out.update(compacted=done["compacted"], file_bytes_before=done["before"].file_bytes,
+                       file_bytes_after=done["after"].file_bytes)
+        return out
 
 
 # ----------------------------------------------------------------------------- notification

@@ -425,15 +425,30 @@ def test_nightly_dag_with_schedule_buckets_splits_wechat_and_equals_the_unsplit_
 
 
 def test_with_archive_nightly_the_dag_ends_by_archiving_the_closed_days(airflow_home, tmp_path):
-    """archive.nightly: an `archive` task after publish moves the closed days out (recon archive move)."""
+    """archive.nightly: an `archive` task after publish moves the closed days out (recon archive move), and with
+    archive.compact_min_free rewrites the warehouse file without the space they left (recon compact)."""
     from tests.test_archive import build_worlds
 
+    import airflow.settings
+    from airflow.models.xcom import XComModel
+
+    from recon.compact import space
+
     world = build_worlds(tmp_path)["closed"]       # days 2026-06-01..04 run; day 1 closed
-    config = rewrite(world / "recon.yml", lambda raw: raw.update(archive={"nightly": True}))
+    config = rewrite(world / "recon.yml",
+                     lambda raw: raw.update(archive={"nightly": True, "compact_min_free": 0.001}))
     _, dag = load_dag(config)
     assert dag.task_dict["archive"].upstream_task_ids == {"publish"} and dag.task_dict["archive"].pool == POOL
     state, states = run_dag(config)                # business date 2026-06-05
     assert state == "success", states
+    with airflow.settings.Session() as session:
+        xcom = session.query(XComModel).filter_by(task_id="archive", dag_id="recon_nightly",
+                                                  run_id=run_dag.run_id, key="return_value").one()
+    result = XComModel.deserialize_value(xcom)
+    result = json.loads(result) if isinstance(result, str) else result
+    assert result["archived"] == ["2026-06-01"] and result["compacted"] is True, result
+    assert result["file_bytes_after"] < result["file_bytes_before"]
+    assert space(load_config(config).warehouse).free_blocks == 0
     con = connect(load_config(config).warehouse, read_only=True)
     try:
         assert con.execute("SELECT business_date FROM archived_days").fetchall() == [(date(2026, 6, 1),)]
