@@ -88,7 +88,7 @@ def compact(path: str | Path, *, min_free_share: float = 0.0, keep_old: bool = F
     Returns what happened: ``compacted`` (bool), ``before`` and ``after`` (:class:`FileSpace`),
     ``seconds``, ``tables`` (how many were checked), ``kept`` (the original's path when ``keep_old``).
     """
-    path = Path(path)
+    path = Path(path).resolve()                 # a symlinked warehouse: compact its file, keep the link
     tmp, old = path.with_name(path.name + ".compacting"), path.with_name(path.name + ".before-compact")
     started = time.monotonic()
     # the write lock: no run can open the warehouse until we are done

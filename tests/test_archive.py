@@ -480,3 +480,18 @@ def test_the_plan_lists_what_an_unfinished_archive_attempt_left(worlds, tmp_path
     assert main(["archive", "plan", "--config", conf, "--before", str(days[4])]) == 0
     out = capsys.readouterr().out
     assert f"{folder}:" not in out and f"{days[0]}  archived (" in out
+
+
+def test_compact_of_a_symlinked_warehouse_compacts_its_file_and_keeps_the_link(worlds, tmp_path):
+    from recon.compact import compact, space
+
+    cfg = _archived_and_fragmented(worlds, tmp_path / "c")
+    real = tmp_path / "disk" / "warehouse.duckdb"
+    real.parent.mkdir()
+    shutil.move(cfg.warehouse, real)
+    cfg.warehouse.symlink_to(real)
+    rows = _table_fingerprints(cfg)
+    assert compact(cfg.warehouse)["compacted"]
+    assert cfg.warehouse.is_symlink() and cfg.warehouse.resolve() == real
+    assert space(real).free_blocks == 0 and _table_fingerprints(cfg) == rows
+    assert sorted(p.name for p in real.parent.iterdir()) == ["warehouse.duckdb"]
