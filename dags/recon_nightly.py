@@ -1,5 +1,5 @@
 """The nightly reconciliation: per channel wait -> fetch -> verify, then reconcile + settle, report, publish
-(-> archive, with ``archive.nightly``).
+(-> archive, with ``archive.nightly``; -> backup, with ``backup.nightly``).
 
 With ``schedule.buckets`` (large channels split by key hash): ... verify -> load -> bucket[channel, b] ... ->
 reconcile + settle (the other channels, and the buckets merged) -> report -> publish.
@@ -85,6 +85,10 @@ def recon_nightly():
     def archive(published: str) -> dict:
         return steps.archive()
 
+    @task(pool=S.pool)
+    def backup(after: str | dict) -> dict:
+        return steps.backup()
+
     verified = per_channel.expand(channel=plan())
     if S.buckets:
         jobs = load(verified)
@@ -93,8 +97,11 @@ def recon_nightly():
     else:
         summary = reconcile_and_settle(verified)
     published = publish(report(summary))
+    last = published
     if S.archive:                              # archive.nightly: closed old days leave the warehouse
-        archive(published)
+        last = archive(published)
+    if S.backup:                               # backup.nightly: a checked copy of the warehouse, last
+        backup(last)
 
 
 recon_nightly()

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "recon.commands.buckets",
     "recon.commands.archive",
     "recon.commands.compact",
+    "recon.commands.backup",
 ]
 
 

@@ -103,28 +103,28 @@ def compact(path: str | Path, *, min_free_share: float = 0.0, keep_old: bool = F
             progress(f"not compacted: {why}")
             return {"compacted": False, "before": before, "after": before, "seconds": time.monotonic() - started,
                     "tables": 0, "kept": None}
-        _check_room(path, before)
+        check_room(path.parent, before, f"compact {path}")
         for leftover in (tmp, _wal(tmp), old):
             leftover.unlink(missing_ok=True)
-        tables = _copy(con, tmp)
+        tables = copy_database(con, tmp)
         progress(f"copied and checked {tables} tables")
-        os.link(path, old)                      # the original stays reachable, under its backup name
-        os.replace(tmp, path)                   # atomic: the warehouse's name now means the copy
+        swap_in(path, tmp, old)
         swapped = True
     except BaseException:
         if not swapped:
-            _discard(tmp)
+            discard(tmp)
         raise
     finally:
         con.close()                             # releases the lock on the original (now only `old`)
     return _finish(path, old, before, tables, keep_old, started, progress)
 
 
-def _check_room(path: Path, before: FileSpace) -> None:
-    free = shutil.disk_usage(path.parent).free
-    need = before.used_bytes + (64 << 20)
+def check_room(folder: Path, used: FileSpace, what: str) -> None:
+    """A WarehouseError when ``folder``'s disk cannot hold a copy of the used part of the warehouse."""
+    free = shutil.disk_usage(folder).free
+    need = used.used_bytes + (64 << 20)
     if free < need:
-        raise WarehouseError(f"cannot compact {path}: the copy needs about {gib(need)} and the disk has "
+        raise WarehouseError(f"cannot {what}: the copy needs about {gib(need)} in {folder} and the disk has "
                              f"{gib(free)} free")
 
 
@@ -132,13 +132,23 @@ def _wal(p: Path) -> Path:
     return p.with_name(p.name + ".wal")
 
 
-def _discard(tmp: Path) -> None:
+def discard(tmp: Path) -> None:
     tmp.unlink(missing_ok=True)
     _wal(tmp).unlink(missing_ok=True)
 
 
-def _copy(con: duckdb.DuckDBPyConnection, tmp: Path) -> int:
-    """Copy the whole database into ``tmp`` and check the copy; returns the number of tables checked."""
+def swap_in(path: Path, new: Path, old: Path) -> None:
+    """Put ``new`` in the warehouse's place, keeping the current file as ``old``. Called while the current
+    file's write lock is held: a run that starts afterwards opens ``new``; none can open the current one in
+    between, because its name moves in one atomic rename."""
+    if path.exists():
+        os.link(path, old)                      # the original stays reachable under its backup name
+    os.replace(new, path)                       # atomic: the warehouse's name now means the new file
+
+
+def copy_database(con: duckdb.DuckDBPyConnection, tmp: Path) -> int:
+    """Copy the whole database of ``con`` into a new file ``tmp`` and check the copy (:func:`_verify`); returns
+    the number of tables checked. Raises :class:`WarehouseError` when the copy differs."""
     name = con.execute("SELECT current_database()").fetchone()[0]
     con.execute(f"ATTACH '{_sql_text(tmp)}' AS {COPY_ALIAS}")
     try:

@@ -317,6 +317,20 @@ class Archive(_Model):
         return v
 
 
+class Backup(_Model):
+    # `recon backup make` keeps this many backups of the warehouse in backup_dir, removing the oldest beyond.
+    keep: int = 7
+    # True: the nightly DAG ends with a `backup` task (after `publish`, and after `archive` when it runs).
+    nightly: bool = False
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("expected at least 1 backup")
+        return v
+
+
 class Payout(_Model):
     layout: str = "generic_csv"         # generic_csv (uses `columns`) | cn_bank_batch
     columns: tuple[str, ...] = ("merchant_id", "account_name", "bank_account", "bank_name",
@@ -376,6 +390,7 @@ class Config(_Model):
     landing_dir: Path
     snapshot_dir: Path | None = None
     archive_dir: Path | None = None
+    backup_dir: Path | None = None
     timezone: str = "Asia/Shanghai"
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int | None = None
@@ -385,6 +400,7 @@ class Config(_Model):
     calendar: Calendar = Calendar()
     settlement: Settlement = Settlement()
     archive: Archive = Archive()
+    backup: Backup = Backup()
     payout: Payout = Payout()
     schedule: Schedule = Schedule()
     config_path: Path | None = None
@@ -437,6 +453,10 @@ class Config(_Model):
         return self.archive_dir or self.output_dir / "archive"
 
     @property
+    def backup_path(self) -> Path:
+        return self.backup_dir or self.output_dir / "backups"
+
+    @property
     def days_read_back(self) -> int:
         """How far before its business date a run reads the big per-day tables: the guard against paying twice
         (settled items) and the bank's settlement batches (a channel's trade date ``settlement_lag_days`` back)."""
@@ -472,7 +492,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         return p
 
     raw = dict(raw)
-    for key in ("warehouse", "output_dir", "landing_dir", "snapshot_dir", "archive_dir"):
+    for key in ("warehouse", "output_dir", "landing_dir", "snapshot_dir", "archive_dir", "backup_dir"):
         if key in raw and raw[key] is not None:
             raw[key] = fix(raw[key])
     for channel in raw.get("channels") or []:

@@ -89,6 +89,7 @@ class DagSettings:
     config_path: str
     buckets: dict[str, int]                    # split channels: the nightly DAG gets load and bucket tasks
     archive: bool = False                      # archive.nightly: the DAG ends with an archive task
+    backup: bool = False                       # backup.nightly: ... and then a backup task
 
 
 def dag_settings() -> DagSettings:
@@ -104,7 +105,8 @@ def dag_settings() -> DagSettings:
         deadline_seconds=s.file_deadline_minutes * 60, poke_interval_seconds=s.poke_interval_seconds,
         retries=s.retries, retry_delay=timedelta(seconds=s.retry_delay_seconds),
         max_retry_delay=timedelta(seconds=s.max_retry_delay_seconds), pool=s.pool,
-        config_path=str(cfg.config_path), buckets=dict(s.buckets), archive=cfg.archive.nightly)
+        config_path=str(cfg.config_path), buckets=dict(s.buckets), archive=cfg.archive.nightly,
+        backup=cfg.backup.nightly)
 
 
 # ----------------------------------------------------------------------------- business date
@@ -372,6 +374,16 @@ def archive() -> dict:
             out.update(compacted=done["compacted"], file_bytes_before=done["before"].file_bytes,
                        file_bytes_after=done["after"].file_bytes)
         return out
+
+
+def backup() -> dict:
+    """``recon backup make`` after the night: a checked copy of the warehouse in ``backup_dir``."""
+    from recon.backup import make
+
+    with task_errors("backup"):
+        done = make(load(), progress=lambda m: log.info("backup: %s", m))
+        return {"path": str(done["path"]), "bytes": done["bytes"], "tables": done["tables"],
+                "latest_reconciled": str(done["latest_reconciled"]), "removed": [str(p) for p in done["removed"]]}
 
 
 # ----------------------------------------------------------------------------- notification

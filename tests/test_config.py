@@ -49,6 +49,7 @@ def test_the_sample_config_loads_with_exact_rates_and_resolved_paths():
     (lambda r: r.update(archive={"keep_days": 0}), "archive.keep_days: expected at least 1 day"),
     (lambda r: r.update(archive={"compact_min_free": 1}),
      "archive.compact_min_free: expected a share above 0 and below 1"),
+    (lambda r: r.update(backup={"keep": 0}), "backup.keep: expected at least 1 backup"),
     (lambda r: r["channels"].append(dict(r["channels"][0])), "channel names must be unique; repeated: ['wechat']"),
 ])
 def test_a_bad_config_names_the_key_path(tmp_path, mutate, message):

@@ -426,7 +426,8 @@ def test_nightly_dag_with_schedule_buckets_splits_wechat_and_equals_the_unsplit_
 
 def test_with_archive_nightly_the_dag_ends_by_archiving_the_closed_days(airflow_home, tmp_path):
     """archive.nightly: an `archive` task after publish moves the closed days out (recon archive move), and with
-    archive.compact_min_free rewrites the warehouse file without the space they left (recon compact)."""
+    archive.compact_min_free rewrites the warehouse file without the space they left (recon compact);
+    backup.nightly: a `backup` task after it copies the warehouse (recon backup make)."""
     from tests.test_archive import build_worlds
 
     import airflow.settings
@@ -436,9 +437,11 @@ def test_with_archive_nightly_the_dag_ends_by_archiving_the_closed_days(airflow_
 
     world = build_worlds(tmp_path)["closed"]       # days 2026-06-01..04 run; day 1 closed
     config = rewrite(world / "recon.yml",
-                     lambda raw: raw.update(archive={"nightly": True, "compact_min_free": 0.001}))
+                     lambda raw: raw.update(archive={"nightly": True, "compact_min_free": 0.001},
+                                            backup={"nightly": True}))
     _, dag = load_dag(config)
     assert dag.task_dict["archive"].upstream_task_ids == {"publish"} and dag.task_dict["archive"].pool == POOL
+    assert dag.task_dict["backup"].upstream_task_ids == {"archive"} and dag.task_dict["backup"].pool == POOL
     state, states = run_dag(config)                # business date 2026-06-05
     assert state == "success", states
     with airflow.settings.Session() as session:
@@ -449,6 +452,10 @@ def test_with_archive_nightly_the_dag_ends_by_archiving_the_closed_days(airflow_
     assert result["archived"] == ["2026-06-01"] and result["compacted"] is True, result
     assert result["file_bytes_after"] < result["file_bytes_before"]
     assert space(load_config(config).warehouse).free_blocks == 0
+    from recon.backup import list_backups
+
+    (taken,) = list_backups(load_config(config))       # backup.nightly: the compacted warehouse, copied last
+    assert taken.bytes <= result["file_bytes_after"]
     con = connect(load_config(config).warehouse, read_only=True)
     try:
         assert con.execute("SELECT business_date FROM archived_days").fetchall() == [(date(2026, 6, 1),)]
@@ -459,7 +466,10 @@ def test_with_archive_nightly_the_dag_ends_by_archiving_the_closed_days(airflow_
     finally:
         con.close()
     _, plain = load_dag(write_demo_config(tmp_path / "plain"))
-    assert "archive" not in plain.task_dict
+    assert "archive" not in plain.task_dict and "backup" not in plain.task_dict
+    _, backed_up = load_dag(rewrite(write_demo_config(tmp_path / "backup"),
+                                    lambda raw: raw.update(backup={"nightly": True})))
+    assert backed_up.task_dict["backup"].upstream_task_ids == {"publish"}
 
 
 def test_schedule_buckets_must_name_configured_channels(tmp_path):
