@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "recon.commands.archive",
     "recon.commands.compact",
     "recon.commands.backup",
+    "recon.commands.status",
 ]
 
 

@@ -1,0 +1,102 @@
+"""``recon status``: on a generated world with a failed day, a day never run, breaks, batches due, an old
+snapshot, archived days and backups, it names each finding that needs a person; nothing when all is well."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from recon import cli
+from recon.backup import make
+from recon.config import load_config
+from recon.generate import generate_world
+from recon.pipeline import run_day
+from recon.status import status
+from settlement.engine import confirm_batch
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("status-world")
+    generate_world(out, orders=300, days=4, seed=3, break_rate=0.01, chunk_rows=1000)
+    return out
+
+
+def _days(world: Path) -> list[date]:
+    return [date.fromisoformat(d) for d in json.loads((world / "world.json").read_text(encoding="utf-8"))["dates"]]
+
+
+def _copy(world: Path, dest: Path, **edits):
+    shutil.copytree(world, dest)
+    raw = yaml.safe_load((dest / "recon.yml").read_text(encoding="utf-8"))
+    raw.update(edits)
+    (dest / "recon.yml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return load_config(dest / "recon.yml")
+
+
+def test_status_names_what_needs_a_person(world, tmp_path, capsys):
+    days = _days(world)
+    cfg = _copy(world, tmp_path / "w", backup={"nightly": True})
+    run_day(cfg, days[0])
+    (bank,) = (tmp_path / "w" / "channels" / "bank").glob(f"*{days[1]:%Y%m%d}*")
+    good = bank.read_bytes()
+    bank.write_bytes(b"\x00not a statement\x00" * 10)              # day 2's bank file arrives broken
+    with pytest.raises(Exception):
+        run_day(cfg, days[1], report=False)
+    run_day(cfg, days[3], report=False)                             # day 3 never runs; day 4 runs, unpublished
+    today = days[3] + timedelta(days=30)
+    found = status(cfg, today=today)
+    text = "\n".join(found["attention"])
+    assert f"{days[1]}: its last run ended 'failed' in " in text and "run the day again" in text
+    assert [d["business_date"] for d in found["unfinished_days"]] == [days[1]]
+    assert found["missing_days"] == [days[2]]
+    assert f"never reconciled, between reconciled days: {days[2]}" in text
+    assert f"the analyst snapshot shows {days[0]}, the warehouse {days[3]}" in text
+    assert "settlement batch(es) due by" in text and "no backup of the warehouse yet (backup.nightly" in text
+    assert found["breaks"]["open"] > 0 and found["breaks"]["abs_difference"]
+    assert found["latest_reconciled"] == days[3]
+
+    bank.write_bytes(good)                                          # the team works through it
+    for d in days[1:3]:
+        run_day(cfg, d, report=False)
+    run_day(cfg, days[3])
+    con = duckdb.connect(str(cfg.warehouse))
+    for (b,) in con.execute("SELECT batch_id FROM settlement_batches WHERE status = 'draft' "
+                            "ORDER BY settlement_date").fetchall():
+        confirm_batch(con, b, "finance")
+    con.close()
+    make(cfg)
+    found = status(cfg, today=today)
+    assert found["attention"] == [], found["attention"]
+    assert found["unfinished_days"] == [] and found["missing_days"] == [] and found["backups"]["count"] == 1
+    conf = str(cfg.config_path)
+    assert cli.main(["status", "--config", conf, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"latest reconciled business date: {days[3]}" in out and "attention: nothing" in out
+    assert cli.main(["status", "--config", conf, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latest_reconciled"] == str(days[3])
+
+
+def test_status_while_a_run_writes_and_before_any_run(world, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    cfg = _copy(world, tmp_path / "w")
+    assert cli.main(["status", "--config", str(cfg.config_path), "--check"]) == 3
+    assert f"attention: no warehouse at {cfg.warehouse}: nothing has run yet" in capsys.readouterr().out
+    run_day(cfg, _days(world)[0])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', "
+         "flush=True); time.sleep(60)", str(cfg.warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        found = status(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert found.get("busy") and "is writing the warehouse now" in found["attention"][0]
