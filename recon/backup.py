@@ -13,8 +13,9 @@ no free blocks: it is as small as the warehouse can be.
 
 ``recon backup restore --from FILE`` checks that the file is a payrecon warehouse this code can open, copies
 it beside the warehouse and swaps it in under the current file's lock (the current file is kept as
-``<warehouse>.before-restore``). Everything reconciled after the backup was taken is then gone from the
-warehouse: the command says from which business date on the days must be run again.
+``<warehouse>.before-restore-<UTC time>``, never overwritten). Everything reconciled after the backup was
+taken is then gone from the warehouse: the command says from which business date on the days must be run
+again, and what people did in the replaced file that the backup lacks.
 """
 from __future__ import annotations
 
@@ -111,13 +112,14 @@ def _describe_backup(src: Path) -> tuple[int, date | None]:
 
 
 def restore(cfg: Config, src: str | Path, *, progress: Progress = lambda _m: None) -> dict:
-    """Put backup ``src`` in the warehouse's place; the current file is kept as ``<warehouse>.before-restore``."""
+    """Put backup ``src`` in the warehouse's place; the current file stays as ``<warehouse>.before-restore-<time>``."""
     src = Path(src).resolve()
     version, latest = _describe_backup(src)
     path = Path(cfg.warehouse).resolve()
-    incoming, old = path.with_name(path.name + ".restoring"), path.with_name(path.name + ".before-restore")
-    for leftover in (incoming, old):
-        leftover.unlink(missing_ok=True)
+    # never overwritten: after two restores in a row the first replaced file is the one with the latest work
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    incoming, old = path.with_name(path.name + ".restoring"), path.with_name(f"{path.name}.before-restore-{stamp}")
+    incoming.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _hold(path, progress)                         # the current file's lock, while it is swapped out
     try:

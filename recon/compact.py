@@ -177,7 +177,7 @@ def _verify(con: duckdb.DuckDBPyConnection, name: str) -> int:
         copy = sorted(con.execute(sql, [COPY_ALIAS, COPY_ALIAS]).fetchall())
         if mine != copy:
             diff = sorted(set(mine) ^ set(copy))[:3]
-            raise WarehouseError(f"the compacted copy's {what} differ from the warehouse's, e.g. {diff}: "
+            raise WarehouseError(f"the copy's {what} differ from the warehouse's, e.g. {diff}: "
                                  "the warehouse is unchanged")
     tables = [r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' ORDER BY 1",
@@ -187,8 +187,8 @@ def _verify(con: duckdb.DuckDBPyConnection, name: str) -> int:
         mine = con.execute(fp.format(f'"{name}"', t)).fetchone()
         copy = con.execute(fp.format(COPY_ALIAS, t)).fetchone()
         if mine != copy:
-            raise WarehouseError(f"the compacted copy of table {t} differs from the warehouse's ({mine[0]:,} rows "
-                                 f"there, {copy[0]:,} in the copy): the warehouse is unchanged")
+            raise WarehouseError(f"the copy of table {t} differs from the warehouse's ({mine[0]:,} rows there, "
+                                 f"{copy[0]:,} in the copy): the warehouse is unchanged")
     return len(tables)
 
 

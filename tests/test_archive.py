@@ -413,7 +413,7 @@ def test_a_copy_that_differs_leaves_the_warehouse_as_it_was(worlds, tmp_path, mo
         return real_verify(con, name)
 
     monkeypatch.setattr(compact, "_verify", verify_a_damaged_copy)
-    with pytest.raises(WarehouseError, match="compacted copy of table channel_transactions differs"):
+    with pytest.raises(WarehouseError, match="copy of table channel_transactions differs"):
         compact.compact(cfg.warehouse)
     assert cfg.warehouse.stat().st_ino == inode and _table_fingerprints(cfg) == rows
     assert sorted(p.name for p in cfg.warehouse.parent.iterdir() if p.name.startswith(cfg.warehouse.name)) \

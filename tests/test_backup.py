@@ -108,7 +108,7 @@ def test_a_restore_puts_the_backup_back_and_rerunning_the_later_day_gives_what_i
            f"again): {batch}" in out
     assert "1 resolution(s) recorded in the replaced warehouse after the backup" in out
     assert _state(cfg.warehouse) == backed_up
-    previous = cfg.warehouse.with_name(cfg.warehouse.name + ".before-restore")
+    (previous,) = cfg.warehouse.parent.glob(cfg.warehouse.name + ".before-restore-*")
     assert f"the previous file is kept as {previous}" in out
     for t in ("matched_transactions", "settlement_items", "channel_transactions", "platform_orders"):
         assert _rows(previous, t) == after_day3[t], t
@@ -166,8 +166,9 @@ def test_a_broken_warehouse_file_is_replaced_by_the_backup(world, tmp_path):
     restore(cfg, taken, progress=messages.append)
     assert _state(cfg.warehouse) == state
     assert any("the current warehouse does not open" in m for m in messages), messages
+    restore(cfg, taken)                                        # a second restore keeps both replaced files
+    assert len(list(cfg.warehouse.parent.glob(cfg.warehouse.name + ".before-restore-*"))) == 2
     cfg.warehouse.unlink()
-    cfg.warehouse.with_name(cfg.warehouse.name + ".before-restore").unlink()
     restore(cfg, taken)                                        # no file at all: simply put in place
     assert _state(cfg.warehouse) == state
     con = connect(cfg.warehouse)
