@@ -22,6 +22,7 @@ from reports.excel import write_settlement_report
 from reports.snapshot import publish_snapshot, snapshot_db_path
 from settlement.engine import SettlementError, confirm_batch
 from settlement.payout import write_payout_files
+from tests.lock_holder import held_by_another_process
 
 # Every table a night writes, and what of it to compare (resolved_at / recorded_at: the wall clock of resolve()).
 COMPARED = {
@@ -435,20 +436,10 @@ def test_a_copy_that_does_not_open_is_swapped_back(worlds, tmp_path, monkeypatch
 
 
 def test_compact_is_refused_while_another_process_holds_the_warehouse(worlds, tmp_path, capsys):
-    import subprocess
-    import sys
-
     cfg = _copy(worlds, "closed", tmp_path / "c")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', "
-         "flush=True); time.sleep(60)", str(cfg.warehouse)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_by_another_process(cfg.warehouse):
         assert main(["compact", "--config", str(cfg.config_path)]) == 1
         assert f"cannot open warehouse {cfg.warehouse}" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
     assert not cfg.warehouse.with_name(cfg.warehouse.name + ".compacting").exists()
 
 

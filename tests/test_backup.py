@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from recon.pipeline import run_day
 from recon.resolution import resolve
 from recon.warehouse import SCHEMA_VERSION, WarehouseError, connect
 from settlement.engine import confirm_batch
+from tests.lock_holder import held_by_another_process
 
 COMPARED = ("discrepancies", "matched_transactions", "settlement_items", "settlement_lines", "settlement_batches",
             "settlement_holds", "channel_transactions", "platform_orders")
@@ -140,18 +139,11 @@ def test_a_restore_refuses_what_is_not_a_warehouse_it_can_open(world, tmp_path):
 def test_a_warehouse_in_use_is_neither_backed_up_nor_replaced(world, tmp_path):
     cfg = _copy(world, tmp_path / "w")
     taken = make(cfg)["path"]
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', "
-         "flush=True); time.sleep(60)", str(cfg.warehouse)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_by_another_process(cfg.warehouse):
         with pytest.raises(WarehouseError, match="cannot open warehouse"):
             make(cfg)
         with pytest.raises(WarehouseError, match="is in use"):
             restore(cfg, taken)
-    finally:
-        holder.kill()
-        holder.wait()
     assert [b.path for b in list_backups(cfg)] == [taken]
     assert sorted(p.name for p in cfg.warehouse.parent.iterdir() if p.name.startswith(cfg.warehouse.name)) \
         == [cfg.warehouse.name]

@@ -18,6 +18,7 @@ from recon.generate import generate_world
 from recon.pipeline import run_day
 from recon.status import status
 from settlement.engine import confirm_batch
+from tests.lock_holder import held_by_another_process
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +84,10 @@ def test_status_names_what_needs_a_person(world, tmp_path, capsys):
 
 
 def test_status_while_a_run_writes_and_before_any_run(world, tmp_path, capsys):
-    import subprocess
-    import sys
-
     cfg = _copy(world, tmp_path / "w")
     assert cli.main(["status", "--config", str(cfg.config_path), "--check"]) == 3
     assert f"attention: no warehouse at {cfg.warehouse}: nothing has run yet" in capsys.readouterr().out
     run_day(cfg, _days(world)[0])
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', "
-         "flush=True); time.sleep(60)", str(cfg.warehouse)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with held_by_another_process(cfg.warehouse):
         found = status(cfg)
-    finally:
-        holder.kill()
-        holder.wait()
     assert found.get("busy") and "is writing the warehouse now" in found["attention"][0]
