@@ -52,6 +52,8 @@ def status(cfg: Config, today: date | None = None) -> dict:
             out["attention"].append("the warehouse has no schema: nothing has run yet")
             return out
         _runs(con, out)
+        if out["latest_reconciled_at"] is not None:     # a person reads times in the platform's zone
+            out["latest_reconciled_at"] = out["latest_reconciled_at"].astimezone(cfg.zone)
         _breaks(con, out)
         _batches(con, out, today)
         if version >= 7:
