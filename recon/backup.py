@@ -22,7 +22,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -141,6 +141,11 @@ def restore(cfg: Config, src: str | Path, *, progress: Progress = lambda _m: Non
              + (f"; the previous file is kept as {old}" if old.exists() else ""))
     progress(f"latest reconciled day in the backup: {latest}; run every later business date again"
              if latest else "the backup holds no reconciled day")
+    redo_to = lost.get("replaced_latest")
+    if redo_to and (latest is None or redo_to > latest):
+        start = latest + timedelta(days=1) if latest else redo_to
+        progress(f"the replaced warehouse had reconciled up to {redo_to}: `recon run --config {cfg.config_path} "
+                 f"--from {start} --to {redo_to}`")
     if lost.get("confirmed"):
         progress("confirmed in the replaced warehouse but not in the backup (their payouts may have been sent: "
                  "check with the bank before confirming them again): " + ", ".join(lost["confirmed"]))
@@ -162,6 +167,8 @@ def _lost_since(con: duckdb.DuckDBPyConnection, old: Path) -> dict:
         confirmed = [r[0] for r in con.execute(
             "SELECT batch_id FROM replaced.settlement_batches WHERE status = 'confirmed' "
             "EXCEPT SELECT batch_id FROM settlement_batches WHERE status = 'confirmed' ORDER BY 1").fetchall()]
+        replaced_latest = con.execute(
+            "SELECT max(business_date) FROM replaced.runs WHERE status = 'succeeded'").fetchone()[0]
         resolutions = con.execute(
             "SELECT count(*) FROM (SELECT discrepancy_id, action, recorded_at FROM replaced.discrepancy_resolutions "
             "WHERE recorded_by <> 'system' EXCEPT "
@@ -170,7 +177,7 @@ def _lost_since(con: duckdb.DuckDBPyConnection, old: Path) -> dict:
         return {}
     finally:
         con.execute("DETACH replaced")
-    return {"confirmed": confirmed, "resolutions": resolutions}
+    return {"confirmed": confirmed, "resolutions": resolutions, "replaced_latest": replaced_latest}
 
 
 def _hold(path: Path, progress: Progress) -> duckdb.DuckDBPyConnection | None:

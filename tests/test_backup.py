@@ -103,6 +103,7 @@ def test_a_restore_puts_the_backup_back_and_rerunning_the_later_day_gives_what_i
     assert cli.main(["backup", "restore", "--config", conf, "--from", str(taken)]) == 0
     out = capsys.readouterr().out
     assert f"latest reconciled day in the backup: {days[1]}; run every later business date again" in out
+    assert f"had reconciled up to {days[2]}: `recon run --config {conf} --from {days[2]} --to {days[2]}`" in out
     assert f"not in the backup (their payouts may have been sent: check with the bank before confirming them " \
            f"again): {batch}" in out
     assert "1 resolution(s) recorded in the replaced warehouse after the backup" in out
