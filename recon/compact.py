@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -104,8 +105,7 @@ def compact(path: str | Path, *, min_free_share: float = 0.0, keep_old: bool = F
             return {"compacted": False, "before": before, "after": before, "seconds": time.monotonic() - started,
                     "tables": 0, "kept": None}
         check_room(path.parent, before, f"compact {path}")
-        for leftover in (tmp, _wal(tmp), old):
-            leftover.unlink(missing_ok=True)
+        _remove_leftovers(tmp, old, progress)
         tables = copy_database(con, tmp)
         progress(f"copied and checked {tables} tables")
         swap_in(path, tmp, old)
@@ -126,6 +126,19 @@ def check_room(folder: Path, used: FileSpace, what: str) -> None:
     if free < need:
         raise WarehouseError(f"cannot {what}: the copy needs about {gib(need)} in {folder} and the disk has "
                              f"{gib(free)} free")
+
+
+def _remove_leftovers(tmp: Path, old: Path, progress: Callable[[str], None]) -> None:
+    """Remove, saying so, a half-made copy of a compaction that died and the original an earlier ``--keep-old``
+    kept (a warehouse that opened and ran since then; the one spare copy is the one this compaction keeps)."""
+    if tmp.exists() or _wal(tmp).exists():
+        progress(f"removed {tmp}: the unfinished copy of a compaction that did not end")
+    discard(tmp)
+    if old.exists():
+        kept = datetime.fromtimestamp(old.stat().st_mtime, timezone.utc)
+        progress(f"removed {old} ({gib(old.stat().st_size)}, last written {kept:%Y-%m-%d %H:%M} UTC): the original "
+                 "an earlier `recon compact --keep-old` kept")
+        old.unlink()
 
 
 def _wal(p: Path) -> Path:

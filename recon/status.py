@@ -2,7 +2,8 @@
 
 Did last night finish, which days failed and were not rerun, how many breaks are open and how old, which
 settlement batches are due but not confirmed, is the snapshot current, how big is the warehouse file and how
-much of it is free, what is archived, when was the last backup. Each finding that needs a person is listed
+much of it is free, how much room the disks have, what is archived and what could be, when was the last
+backup, does the business-day calendar know the coming month. Each finding that needs a person is listed
 under ``attention`` (``recon status --check`` exits 3 when there is one, for a monitor).
 
 Reads only: the warehouse read-only (while a run writes it, DuckDB's lock keeps us out and the status says
@@ -10,30 +11,44 @@ so), the snapshot's manifest and the backup and archive folders.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
 
+from recon.archive import plan, stray_folders
 from recon.backup import list_backups
 from recon.compact import file_space, gib
 from recon.config import Config
 from recon.warehouse import SCHEMA_VERSION, current_version
 from reports.snapshot import read_manifest
+from settlement.calendar import BusinessCalendar
 
 BACKUP_MAX_AGE = timedelta(hours=36)   # backup.nightly: one missed night is worth a look
 FREE_SHARE_WORTH_COMPACTING = 0.5
 GAP_WINDOW_DAYS = 31
+#: Below this much free room on a disk the pipeline writes to, a night may fail half-way (a 10M-order day
+#: writes about 1.5 GiB to the warehouse, its spill folder, the snapshot and the reports).
+DISK_FREE_FLOOR = 2 * 2**30
 
 
 def status(cfg: Config, today: date | None = None) -> dict:
     """The findings as a dict (JSON-ready apart from dates); ``attention`` lists what needs a person."""
     today = today or datetime.now(cfg.zone).date()
     out: dict = {"warehouse": str(cfg.warehouse), "today": today, "attention": []}
+    _warehouse(cfg, out, today)
+    _calendar(cfg, out, today)
+    return out
+
+
+def _warehouse(cfg: Config, out: dict, today: date) -> None:
     path = Path(cfg.warehouse)
+    _disks(cfg, out, path.stat().st_size if path.exists() else 0)
     if not path.exists():
         out["attention"].append(f"no warehouse at {path}: nothing has run yet")
-        return out
+        return
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
@@ -43,14 +58,14 @@ def status(cfg: Config, today: date | None = None) -> dict:
                                     "when it is done")
         else:
             out["attention"].append(f"the warehouse does not open: {exc}")
-        return out
+        return
     try:
         version = current_version(con)
         out["schema_version"] = version
         out["space"] = file_space(con, path)
         if version < 1:
             out["attention"].append("the warehouse has no schema: nothing has run yet")
-            return out
+            return
         _runs(con, out)
         if out["latest_reconciled_at"] is not None:     # a person reads times in the platform's zone
             out["latest_reconciled_at"] = out["latest_reconciled_at"].astimezone(cfg.zone)
@@ -68,7 +83,6 @@ def status(cfg: Config, today: date | None = None) -> dict:
                                 "gives it back to the disk")
     _snapshot(cfg, out)
     _backups(cfg, out)
-    return out
 
 
 def _runs(con: duckdb.DuckDBPyConnection, out: dict) -> None:
@@ -127,7 +141,43 @@ def _archive(con: duckdb.DuckDBPyConnection, cfg: Config, out: dict) -> None:
                                   "coalesce(sum(row_count), 0) FROM archived_days").fetchone()
     folder = Path(cfg.archive_path)
     size = sum(f.stat().st_size for f in folder.rglob("*.parquet")) if folder.is_dir() else 0
-    out["archive"] = {"days": n, "oldest": lo, "newest": hi, "rows": rows, "bytes": size}
+    out["archive"] = {"days": n, "oldest": lo, "newest": hi, "rows": rows, "bytes": size,
+                      "ready": [d.business_date for d in plan(con, cfg) if d.closed]}
+    strays = stray_folders(con, cfg)
+    out["archive"]["stray_folders"] = [str(f.path) for f in strays]
+    for f in strays:
+        if not f.rows_in_warehouse:                      # the only copy of its rows: nobody may tidy it away
+            out["attention"].append(f"archive folder {f.describe()}")
+
+
+def _calendar(cfg: Config, out: dict, today: date) -> None:
+    """The settlement calendar must know the coming month's dates (each December: next year's holidays)."""
+    if warning := BusinessCalendar(cfg.calendar).horizon_warning(today):
+        out["attention"].append(warning)
+
+
+def _disks(cfg: Config, out: dict, warehouse_bytes: int) -> None:
+    """Free room on each disk the pipeline writes to. Too little when under :data:`DISK_FREE_FLOOR`, or, on the
+    warehouse's disk, under the warehouse file's size (a backup or ``recon compact`` needs a whole copy)."""
+    places = {"warehouse": Path(cfg.warehouse).parent, "output": Path(cfg.output_dir),
+              "landing": Path(cfg.landing_dir), "backups": Path(cfg.backup_path)}
+    disks: dict[int, dict] = {}
+    for role, folder in places.items():
+        while not folder.exists() and folder != folder.parent:   # not made yet: the disk it will be made on
+            folder = folder.parent
+        disk = disks.setdefault(os.stat(folder).st_dev, {"folders": [], "path": str(folder)})
+        disk["folders"].append(role)
+        if "free" not in disk:
+            usage = shutil.disk_usage(folder)
+            disk.update(free=usage.free, total=usage.total)
+    out["disks"] = list(disks.values())
+    for disk in out["disks"]:
+        need = max(DISK_FREE_FLOOR, warehouse_bytes if "warehouse" in disk["folders"] else 0)
+        if disk["free"] < need:
+            out["attention"].append(
+                f"the disk of {', '.join(disk['folders'])} ({disk['path']}) has {gib(disk['free'])} free, under "
+                f"{gib(need)}" + (" (the warehouse file's size: a backup or `recon compact` would not fit)"
+                                  if need == warehouse_bytes else "") + ": free some room before the next night")
 
 
 def _snapshot(cfg: Config, out: dict) -> None:
@@ -174,7 +224,13 @@ def render(s: dict) -> str:
     if "archive" in s:
         a = s["archive"]
         lines.append(f"archive: {a['days']} day(s)" + (f" ({a['oldest']} … {a['newest']}, {a['rows']:,} rows, "
-                                                       f"{gib(a['bytes'])})" if a["days"] else ""))
+                                                       f"{gib(a['bytes'])})" if a["days"] else "")
+                     + (f"; {len(a['ready'])} more closed and old enough to move (`recon archive move`)"
+                        if a["ready"] else "")
+                     + (f"; {len(a['stray_folders'])} folder(s) no record names (`recon archive plan`)"
+                        if a["stray_folders"] else ""))
+    for disk in s.get("disks", []):
+        lines.append(f"disk of {', '.join(disk['folders'])}: {gib(disk['free'])} free of {gib(disk['total'])}")
     if "snapshot" in s:
         lines.append(f"analyst snapshot: {s['snapshot']['business_date'] or 'not published'}")
     if "backups" in s:

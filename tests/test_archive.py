@@ -17,6 +17,7 @@ from recon.errors import UserError
 from recon.generate import generate_world
 from recon.pipeline import load_day, run_day
 from recon.resolution import resolve
+from recon.status import status
 from recon.warehouse import connect
 from reports.excel import write_settlement_report
 from reports.snapshot import publish_snapshot, snapshot_db_path
@@ -262,9 +263,11 @@ def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
     assert f"{days[1]}  stays: a transaction of {days[2]} still waits" in out
     assert main(["archive", "plan", "--config", conf]) == 0          # default: keep_days (1) before day 4
     assert f"{days[2]}  stays" not in capsys.readouterr().out
+    assert status(cfg, today=days[3])["archive"]["ready"] == [days[0]]   # `recon status` says so too
     assert main(["archive", "move", "--config", conf, "--before", str(days[4])]) == 0
     out = capsys.readouterr().out
     assert f"{days[0]}: " in out and "1 day(s) archived" in out and "3 day(s) kept" in out
+    assert status(cfg, today=days[3])["archive"]["ready"] == []
     assert "warehouse file: " in out and "free (" in out
     assert main(["archive", "plan", "--config", conf, "--before", str(days[1])]) == 0
     assert f"{days[0]}  archived (" in capsys.readouterr().out
@@ -387,6 +390,20 @@ def test_compact_gives_the_free_space_back_and_keeps_every_row(worlds, tmp_path,
     for table, sql in {**COMPARED, "discrepancy_resolutions":
                        "SELECT * EXCLUDE (recorded_at) FROM discrepancy_resolutions"}.items():
         assert _rows(cfg, sql, root=tmp_path / "c") == _rows(kept, sql, root=tmp_path / "k"), table
+
+    # the next compaction removes, and names, the original kept last time and a copy a killed compaction left
+    half = cfg.warehouse.with_name(cfg.warehouse.name + ".compacting")
+    half.write_bytes(b"half a copy")
+    con = connect(cfg.warehouse)                     # some free space to give back
+    con.execute("CREATE TABLE scratch AS SELECT range AS n FROM range(500000)")
+    con.execute("DROP TABLE scratch")
+    con.execute("CHECKPOINT")
+    con.close()
+    assert main(["compact", "--config", conf]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {half}: the unfinished copy of a compaction that did not end" in out, out
+    assert f"removed {backup} (" in out and "the original an earlier `recon compact --keep-old` kept" in out
+    assert not half.exists() and not backup.exists()
 
 
 def test_compact_does_nothing_below_the_free_share_asked_for(worlds, tmp_path, capsys):

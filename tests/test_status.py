@@ -11,12 +11,13 @@ import duckdb
 import pytest
 import yaml
 
-from recon import cli
+from recon import cli, status as status_module
 from recon.backup import make
 from recon.config import load_config
 from recon.generate import generate_world
 from recon.pipeline import run_day
 from recon.status import status
+from settlement.calendar import _cn_known_range
 from settlement.engine import confirm_batch
 from tests.lock_holder import held_by_another_process
 
@@ -40,9 +41,17 @@ def _copy(world: Path, dest: Path, **edits):
     return load_config(dest / "recon.yml")
 
 
-def test_status_names_what_needs_a_person(world, tmp_path, capsys):
+def _calendar_typed_in(world: Path) -> dict:
+    """The world's calendar with next year's holidays typed in, as a team does each December until chinesecalendar
+    knows the year: the status then has no calendar warning, whatever today's date."""
+    raw = yaml.safe_load((world / "recon.yml").read_text(encoding="utf-8"))["calendar"]
+    return {**raw, "extra_holidays": [f"{_cn_known_range()[1] + 1}-01-01"]}
+
+
+def test_status_names_what_needs_a_person(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(status_module, "DISK_FREE_FLOOR", 0)    # this test is not about the machine's disk
     days = _days(world)
-    cfg = _copy(world, tmp_path / "w", backup={"nightly": True})
+    cfg = _copy(world, tmp_path / "w", backup={"nightly": True}, calendar=_calendar_typed_in(world))
     run_day(cfg, days[0])
     (bank,) = (tmp_path / "w" / "channels" / "bank").glob(f"*{days[1]:%Y%m%d}*")
     good = bank.read_bytes()
@@ -91,3 +100,30 @@ def test_status_while_a_run_writes_and_before_any_run(world, tmp_path, capsys):
     with held_by_another_process(cfg.warehouse):
         found = status(cfg)
     assert found.get("busy") and "is writing the warehouse now" in found["attention"][0]
+
+
+def test_status_warns_of_the_calendar_a_full_disk_and_an_unrecorded_archive_folder(world, tmp_path, monkeypatch):
+    cfg = _copy(world, tmp_path / "w")
+    day = _days(world)[0]
+    run_day(cfg, day, report=False)
+    last = _cn_known_range()[1]
+    december = date(last, 12, 10)
+    found = status(cfg, today=december)
+    assert any(f"knows the years up to {last} only, and {last + 1} begins within 31 days of {december}" in a
+               for a in found["attention"]), found["attention"]
+    assert not any("chinesecalendar" in a for a in status(cfg, today=date(last, 11, 1))["attention"])
+    assert all(d["free"] > 0 and d["total"] >= d["free"] for d in found["disks"])
+    assert {r for d in found["disks"] for r in d["folders"]} == {"warehouse", "output", "landing", "backups"}
+
+    # a folder of rows the warehouse does not hold, which no record names: the only copy of those rows
+    lost = Path(cfg.archive_path) / "channel_transactions" / "business_date=2020-01-01"
+    lost.mkdir(parents=True)
+    (lost / "data_0.parquet").write_bytes(b"PAR1")
+    monkeypatch.setattr(status_module, "DISK_FREE_FLOOR", 2**62)   # more than any disk has
+    found = status(cfg, today=day)
+    text = "\n".join(found["attention"])
+    assert f"archive folder {lost.resolve()}: no record names it, and the warehouse does NOT hold its rows" in text
+    assert "free some room before the next night" in text
+    assert found["archive"]["stray_folders"] == [str(lost.resolve())] and found["archive"]["ready"] == []
+    rendered = status_module.render(found)
+    assert "1 folder(s) no record names" in rendered and "disk of warehouse" in rendered

@@ -10,7 +10,7 @@ ATTENTION_EXIT = 3
 
 def add_parser(sub) -> None:
     p = sub.add_parser("status", help="last runs, failed or missing days, open breaks, batches due, snapshot, "
-                                      "file space, archive and backups (reads only)")
+                                      "file and disk space, archive, backups and calendar (reads only)")
     p.add_argument("--config", required=True, help="the YAML config file")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument("--check", action="store_true",
