@@ -37,7 +37,8 @@ DISK_FREE_FLOOR = 2 * 2**30
 def status(cfg: Config, today: date | None = None) -> dict:
     """The findings as a dict (JSON-ready apart from dates); ``attention`` lists what needs a person."""
     today = today or datetime.now(cfg.zone).date()
-    out: dict = {"warehouse": str(cfg.warehouse), "today": today, "attention": []}
+    # attention: needs a person (`--check` fails); notes: worth knowing, not tonight's work (a setup choice)
+    out: dict = {"warehouse": str(cfg.warehouse), "today": today, "attention": [], "notes": []}
     _warehouse(cfg, out, today)
     _calendar(cfg, out, today)
     return out
@@ -171,6 +172,9 @@ def _disks(cfg: Config, out: dict, warehouse_bytes: int) -> None:
             usage = shutil.disk_usage(folder)
             disk.update(free=usage.free, total=usage.total)
     out["disks"] = list(disks.values())
+    if cfg.backup.nightly and any({"warehouse", "backups"} <= set(d["folders"]) for d in out["disks"]):
+        out["notes"].append(f"the backups ({cfg.backup_path}) are on the warehouse's disk: losing that disk loses "
+                            "both; point backup_dir at another disk or copy the backups off the machine")
     for disk in out["disks"]:
         need = max(DISK_FREE_FLOOR, warehouse_bytes if "warehouse" in disk["folders"] else 0)
         if disk["free"] < need:
@@ -237,5 +241,6 @@ def render(s: dict) -> str:
         bk = s["backups"]
         lines.append(f"backups: {bk['count']}" + (f", the latest taken {bk['latest']:%Y-%m-%d %H:%M} UTC "
                                                   f"({gib(bk['bytes'])} in all)" if bk["latest"] else ""))
+    lines += ["note: " + n for n in s.get("notes", [])]
     lines += ["attention: " + a for a in s["attention"]] or ["attention: nothing"]
     return "\n".join(lines)

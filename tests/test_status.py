@@ -83,11 +83,14 @@ def test_status_names_what_needs_a_person(world, tmp_path, capsys, monkeypatch):
     make(cfg)
     found = status(cfg, today=today)
     assert found["attention"] == [], found["attention"]
+    assert found["notes"] == [f"the backups ({cfg.backup_path}) are on the warehouse's disk: losing that disk loses "
+                              "both; point backup_dir at another disk or copy the backups off the machine"]
     assert found["unfinished_days"] == [] and found["missing_days"] == [] and found["backups"]["count"] == 1
     conf = str(cfg.config_path)
     assert cli.main(["status", "--config", conf, "--check"]) == 0
     out = capsys.readouterr().out
     assert f"latest reconciled business date: {days[3]}" in out and "attention: nothing" in out
+    assert "note: the backups (" in out
     assert cli.main(["status", "--config", conf, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["latest_reconciled"] == str(days[3])
 
