@@ -273,7 +273,14 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
                {_fee_sql('c', 'm')} AS fee
         FROM fresh c
         LEFT JOIN block b ON b.channel = c.channel AND b.order_no = c.order_no
-        LEFT JOIN _stl_merchants m ON m.merchant_id = c.merchant_id
+        LEFT JOIN (SELECT *, row_number() OVER (ORDER BY batch_id, merchant_id) AS cluster_no FROM _stl_merchants) m
+          ON m.merchant_id = c.merchant_id
+        -- Stored clustered by (batch, merchant, currency), so the items insert below (which keeps this order)
+        -- lies merchant by merchant and each merchant statement reads only its own row groups. Sorting on one
+        -- small number per merchant instead of the two texts: 10M items 10.4 -> 7.8 s; sorting here, where the
+        -- rows stream from matched_transactions, instead of in the insert, where this table already fills the
+        -- memory and the sort spilled 1.7 GB: settle_day at 10M 26.5 -> 24.1 CPU-s.
+        ORDER BY m.cluster_no NULLS LAST, c.currency
     """, {"T": T, "oldest": oldest})
 
     # 3. Batches of run T exist as drafts (never a confirmed one: targets lie after them).
@@ -290,12 +297,7 @@ def settle_day(con: duckdb.DuckDBPyConnection, cfg: Config, business_date: date)
                amount, fee, {_net_sql('c')}, 'transaction', $T, match_key, event_time,
                CASE WHEN trade_date < $T THEN 'released from hold' END
         FROM _stl_cand c
-        -- clustered by (batch, merchant, currency): each merchant statement reads only its merchant's row
-        -- groups. Sorting on one small number per merchant instead of the two texts: 10M items 10.4 -> 7.8 s.
-        JOIN (SELECT merchant_id, row_number() OVER (ORDER BY batch_id, merchant_id) AS cluster_no
-              FROM _stl_merchants) o USING (merchant_id)
-        WHERE hold_reason IS NULL
-        ORDER BY o.cluster_no, c.currency
+        WHERE hold_reason IS NULL        -- in _stl_cand's order: clustered by merchant (above)
     """, {"T": T})
     con.execute("""
         INSERT INTO settlement_holds
