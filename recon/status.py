@@ -4,7 +4,8 @@ Did last night finish, which days failed and were not rerun, how many breaks are
 settlement batches are due but not confirmed, is the snapshot current, how big is the warehouse file and how
 much of it is free, how much room the disks have, what is archived and what could be, when was the last
 backup, does the business-day calendar know the coming month. Each finding that needs a person is listed
-under ``attention`` (``recon status --check`` exits 3 when there is one, for a monitor).
+under ``attention`` (``recon status --check`` exits 3 when there is one, for a monitor); ``notes`` are worth
+knowing but are a setup choice, not tonight's work (they do not fail ``--check``).
 
 Reads only: the warehouse read-only (while a run writes it, DuckDB's lock keeps us out and the status says
 so), the snapshot's manifest and the backup and archive folders.
@@ -35,9 +36,9 @@ DISK_FREE_FLOOR = 2 * 2**30
 
 
 def status(cfg: Config, today: date | None = None) -> dict:
-    """The findings as a dict (JSON-ready apart from dates); ``attention`` lists what needs a person."""
+    """The findings as a dict (JSON-ready apart from dates); ``attention`` lists what needs a person, ``notes``
+    what is worth knowing."""
     today = today or datetime.now(cfg.zone).date()
-    # attention: needs a person (`--check` fails); notes: worth knowing, not tonight's work (a setup choice)
     out: dict = {"warehouse": str(cfg.warehouse), "today": today, "attention": [], "notes": []}
     _warehouse(cfg, out, today)
     _calendar(cfg, out, today)

@@ -267,8 +267,8 @@ def test_the_command_plans_moves_and_restores(worlds, tmp_path, capsys):
     assert main(["archive", "move", "--config", conf, "--before", str(days[4])]) == 0
     out = capsys.readouterr().out
     assert f"{days[0]}: " in out and "1 day(s) archived" in out and "3 day(s) kept" in out
-    assert status(cfg, today=days[3])["archive"]["ready"] == []
     assert "warehouse file: " in out and "free (" in out
+    assert status(cfg, today=days[3])["archive"]["ready"] == []
     assert main(["archive", "plan", "--config", conf, "--before", str(days[1])]) == 0
     assert f"{days[0]}  archived (" in capsys.readouterr().out
     assert main(["report", "--config", conf, "--date", str(days[0]), "--out", str(tmp_path / "r")]) == 0
