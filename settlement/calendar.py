@@ -93,9 +93,9 @@ class BusinessCalendar:
                 "settlement will stop with an error at the first date in it")
         when = (f"{day.isoformat()} is in {day.year}" if day.year > last
                 else f"{nxt} begins within {days} days of {day.isoformat()}")
+        how = "type" if self.beyond_known_years == "weekends" else "set calendar.beyond_known_years: weekends and type"
         return (f"calendar: the installed chinesecalendar knows the years up to {last} only, and {when}: "
-                f"{then}. Upgrade chinesecalendar once a release "
-                f"with {nxt} is out, or set calendar.beyond_known_years: weekends and type {nxt}'s official "
+                f"{then}. Upgrade chinesecalendar once a release with {nxt} is out, or {how} {nxt}'s official "
                 "holidays and adjusted working days into calendar.extra_holidays / extra_workdays")
 
     def next_business_day(self, day: date) -> date:
