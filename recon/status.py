@@ -3,7 +3,8 @@
 Did last night finish, which days failed and were not rerun, how many breaks are open and how old, which
 settlement batches are due but not confirmed, is the snapshot current, how big is the warehouse file and how
 much of it is free, how much room the disks have, what is archived and what could be, when was the last
-backup, does the business-day calendar know the coming month. Each finding that needs a person is listed
+backup, does the business-day calendar know the coming month, did a stage of the last night run much slower than
+the nights before. Each finding that needs a person is listed
 under ``attention`` (``recon status --check`` exits 3 when there is one, for a monitor); ``notes`` are worth
 knowing but are a setup choice, not tonight's work (they do not fail ``--check``).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,6 +35,12 @@ GAP_WINDOW_DAYS = 31
 #: Below this much free room on a disk the pipeline writes to, a night may fail half-way (a 10M-order day
 #: writes about 1.5 GiB to the warehouse, its spill folder, the snapshot and the reports).
 DISK_FREE_FLOOR = 2 * 2**30
+#: A stage of the latest night that took this many times what the earlier nights' pace (seconds per statement
+#: row, median) gives for its rows, and at least PACE_MIN_SECONDS more, is worth a look before it misses a deadline.
+PACE_FACTOR = 1.5
+PACE_MIN_SECONDS = 30.0
+PACE_NIGHTS = 14
+STAGES = ("load", "match", "settle")
 
 
 def status(cfg: Config, today: date | None = None) -> dict:
@@ -71,6 +79,7 @@ def _warehouse(cfg: Config, out: dict, today: date) -> None:
         _runs(con, out)
         if out["latest_reconciled_at"] is not None:     # a person reads times in the platform's zone
             out["latest_reconciled_at"] = out["latest_reconciled_at"].astimezone(cfg.zone)
+        _pace(con, out)
         _breaks(con, out)
         _batches(con, out, today)
         if version >= 7:
@@ -115,6 +124,30 @@ def _runs(con: duckdb.DuckDBPyConnection, out: dict) -> None:
         out["attention"].append("never reconciled, between reconciled days: "
                                 + ", ".join(str(d) for d in out["missing_days"][:10])
                                 + (" …" if len(out["missing_days"]) > 10 else ""))
+
+
+def _pace(con: duckdb.DuckDBPyConnection, out: dict) -> None:
+    """A note when a stage of the latest business day ran much slower, per statement row, than the nights before
+    (the stages' seconds are in each run's summary): a trend to look at while the nights still finish."""
+    nights = con.execute(f"""
+        SELECT business_date, TRY_CAST(summary->>'$.rows' AS DOUBLE),
+               {", ".join(f"TRY_CAST(summary->>'$.seconds.{s}' AS DOUBLE)" for s in STAGES)}
+        FROM runs WHERE status = 'succeeded'
+        QUALIFY row_number() OVER (PARTITION BY business_date ORDER BY started_at DESC) = 1
+        ORDER BY business_date DESC LIMIT {PACE_NIGHTS + 1}""").fetchall()
+    if len(nights) < 4 or not nights[0][1]:
+        return
+    day, rows = nights[0][:2]
+    for i, stage in enumerate(STAGES, start=2):
+        paces = [n[i] / n[1] for n in nights[1:] if n[1] and n[i] is not None]
+        took = nights[0][i]
+        if took is None or len(paces) < 3:
+            continue
+        usual = statistics.median(paces) * rows
+        if took >= PACE_FACTOR * usual and took - usual >= PACE_MIN_SECONDS:
+            out["notes"].append(
+                f"{stage} took {took:.0f} s on {day}, {took / usual:.1f}× what the {len(paces)} nights before it "
+                f"give for its {rows:,.0f} statement rows ({usual:.0f} s): see what grew (v_runs, docs/deploy.md)")
 
 
 def _breaks(con: duckdb.DuckDBPyConnection, out: dict) -> None:

@@ -130,3 +130,20 @@ def test_status_warns_of_the_calendar_a_full_disk_and_an_unrecorded_archive_fold
     assert found["archive"]["stray_folders"] == [str(lost.resolve())] and found["archive"]["ready"] == []
     rendered = status_module.render(found)
     assert "1 folder(s) no record names" in rendered and "disk of warehouse" in rendered
+
+
+def test_status_notes_a_stage_that_ran_much_slower_than_the_nights_before(world, tmp_path):
+    cfg = _copy(world, tmp_path / "w")
+    days = _days(world)
+    for d in days:
+        run_day(cfg, d, report=False)
+    assert not any(" took " in n for n in status(cfg, today=days[-1])["notes"])      # the nights' usual pace
+    con = duckdb.connect(str(cfg.warehouse))
+    con.execute("""UPDATE runs SET summary = json_merge_patch(summary, '{"seconds": {"match": 500}}')
+                   WHERE business_date = ? AND status = 'succeeded'""", [days[-1]])
+    rows = con.execute("SELECT summary->>'$.rows' FROM runs WHERE business_date = ? AND status = 'succeeded'",
+                       [days[-1]]).fetchone()[0]
+    con.close()
+    notes = [n for n in status(cfg, today=days[-1])["notes"] if " took " in n]
+    assert len(notes) == 1 and notes[0].startswith(f"match took 500 s on {days[-1]}, ") and \
+        f"what the 3 nights before it give for its {int(rows):,} statement rows" in notes[0], notes
