@@ -144,6 +144,8 @@ def _pace(con: duckdb.DuckDBPyConnection, out: dict) -> None:
         if took is None or len(paces) < 3:
             continue
         usual = statistics.median(paces) * rows
+        if usual <= 0:                                   # stages recorded as 0.000 s: no pace to compare with
+            continue
         if took >= PACE_FACTOR * usual and took - usual >= PACE_MIN_SECONDS:
             out["notes"].append(
                 f"{stage} took {took:.0f} s on {day}, {took / usual:.1f}× what the {len(paces)} nights before it "
