@@ -128,11 +128,11 @@ def _runs(con: duckdb.DuckDBPyConnection, out: dict) -> None:
 
 def _pace(con: duckdb.DuckDBPyConnection, out: dict) -> None:
     """A note when a stage of the latest business day ran much slower, per statement row, than the nights before
-    (the stages' seconds are in each run's summary): a trend to look at while the nights still finish."""
+    (the stages' seconds as the analyst view ``v_runs`` reads them from each run's summary): a trend to look at
+    while the nights still finish."""
     nights = con.execute(f"""
-        SELECT business_date, TRY_CAST(summary->>'$.rows' AS DOUBLE),
-               {", ".join(f"TRY_CAST(summary->>'$.seconds.{s}' AS DOUBLE)" for s in STAGES)}
-        FROM runs WHERE status = 'succeeded'
+        SELECT business_date, statement_rows, {", ".join(f"{s}_seconds" for s in STAGES)}
+        FROM v_runs WHERE status = 'succeeded'
         QUALIFY row_number() OVER (PARTITION BY business_date ORDER BY started_at DESC) = 1
         ORDER BY business_date DESC LIMIT {PACE_NIGHTS + 1}""").fetchall()
     if len(nights) < 4 or not nights[0][1]:
